@@ -1,0 +1,69 @@
+# pgrepl: two entry points for users, `make demo` and `make test`; the rest are steps they are made of.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV    := $(CURDIR)/.venv
+PY      := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
+
+.PHONY: demo test deps venv lint test-runner test-modules test-molecule lab-up lab-down collection bench clean
+
+step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
+
+## make demo: the lab, the whole cluster deployed by ansible-playbook, a pgbench workload, replication status
+demo: deps venv collection
+	$(call step,"lab")
+	lab/lab.sh up
+	$(call step,"deploy")
+	lab/demo.sh
+
+## make test: installs everything, then lint, runner tests, module tests, molecule scenarios
+test: deps venv collection
+	$(call step,"lint")
+	$(MAKE) --no-print-directory lint
+	$(call step,"runner tests")
+	$(MAKE) --no-print-directory test-runner
+	$(call step,"module tests")
+	$(MAKE) --no-print-directory test-modules
+	$(call step,"molecule scenarios")
+	$(MAKE) --no-print-directory test-molecule
+
+deps:
+	scripts/install-deps.sh
+
+venv: $(VENV)/.done
+$(VENV)/.done: requirements-dev.txt runner/pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -e runner
+	touch $@
+
+# The collection as users get it: built into a tarball and installed where ansible finds pgrepl.cluster.
+collection: venv
+	scripts/build-collection.sh
+
+lint: venv
+	ruff check .
+	scripts/lint-collection.sh
+
+test-runner: venv
+	$(PY) -m pytest -q tests/runner
+
+test-modules: venv collection
+	$(PY) -m pytest -q tests/modules
+
+test-molecule: venv collection
+	lab/molecule.sh
+
+lab-up: deps venv
+	lab/lab.sh up
+
+lab-down:
+	lab/lab.sh down
+
+bench: venv
+	$(PY) bench/bench.py
+
+clean: lab-down
+	rm -rf $(VENV) .tmp

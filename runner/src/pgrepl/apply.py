@@ -1,0 +1,235 @@
+"""Apply: move changes from a source database to a target, set-based, in bounded transactions.
+
+pushdelta (and each direction of a swap), one batch of at most `batch_size` changed keys at a time:
+    source, REPEATABLE READ:  read the batch's keys (and whether each row still exists), COPY those rows out
+    target, one transaction:  session_replication_role = replica (target triggers, ours included, do not fire),
+                              DELETE the keys, COPY the rows in, then record the batch as applied
+A backlog of millions of changes is many such transactions, never one giant one, and memory holds one batch
+of keys and one COPY buffer. Applying a key copies the row as it is now: applying it twice changes nothing.
+
+fullcopy: per target, one transaction empties every table of the herd and COPYs it whole from one source
+snapshot, streamed (never held in memory), then ANALYZE.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from . import capture
+from .capture import Batch, Capture, Interval, TableInfo
+
+log = logging.getLogger("pgrepl.apply")
+
+
+@dataclass
+class Counts:
+    inserts: int = 0
+    updates: int = 0
+    deletes: int = 0
+    conflicts: int = 0
+
+    def __iadd__(self, other: Counts) -> Counts:
+        self.inserts += other.inserts
+        self.updates += other.updates
+        self.deletes += other.deletes
+        self.conflicts += other.conflicts
+        return self
+
+    @property
+    def total(self) -> int:
+        return self.inserts + self.updates + self.deletes
+
+
+def columns(conn: psycopg.Connection, table: TableInfo) -> list[str]:
+    """Columns COPY can write (generated columns excluded), in table order."""
+    rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                        "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                        (sql.SQL("{}").format(table.ident).as_string(conn),)).fetchall()
+    if not rows:
+        raise psycopg.errors.UndefinedTable(f"table {table.qualname} does not exist")
+    return [r[0] for r in rows]
+
+
+def stream_copy(src: psycopg.Connection, tgt: psycopg.Connection, copy_out: sql.Composable,
+                copy_in: sql.Composable, params=None) -> int:
+    """COPY ... TO STDOUT on the source piped into COPY ... FROM STDIN on the target, buffer by buffer."""
+    with src.cursor() as scur, tgt.cursor() as tcur:
+        with scur.copy(copy_out, params) as out, tcur.copy(copy_in) as into:
+            for data in out:
+                into.write(data)
+        return tcur.rowcount
+
+
+def _begin_replica(tgt: psycopg.Connection) -> None:
+    tgt.execute("SET LOCAL session_replication_role = replica")
+
+
+def _key_params(batch: Batch) -> dict:
+    params = {f"k{i}": [k[i] for k in batch.keys] for i in range(len(batch.capture.table.pkey))}
+    params["present"] = batch.present
+    return params
+
+
+def _keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
+    """`(SELECT k0::type0 AS "col0", ... FROM unnest(%(k0)s::text[], ...)) AS k`: the batch's keys, typed."""
+    names = [f"k{i}" for i in range(len(table.pkey))] + (["present"] if with_present else [])
+    arrays = sql.SQL(", ").join([*(sql.SQL("%({})s::text[]").format(sql.SQL(n)) for n in names[:len(table.pkey)]),
+                                 *([sql.SQL("%(present)s::bool[]")] if with_present else [])])
+    typed = sql.SQL(", ").join([*(sql.SQL("u.{}::{} AS {}").format(sql.Identifier(f"k{i}"), sql.SQL(typ),
+                                                                   sql.Identifier(col))
+                                  for i, (col, typ) in enumerate(zip(table.pkey, table.pktype))),
+                                *([sql.SQL("u.present")] if with_present else [])])
+    return sql.SQL("(SELECT {typed} FROM unnest({arrays}) AS u({names})) AS k").format(
+        typed=typed, arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
+
+
+def _key_join(table: TableInfo, left: str, right: str = "k") -> sql.Composed:
+    return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(c),
+                                                                 sql.Identifier(right), sql.Identifier(c))
+                                 for c in table.pkey)
+
+
+def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
+                origin: str | None = None, target_capture: Capture | None = None) -> Counts:
+    """In the caller's source (REPEATABLE READ) and target transactions: delete the batch's keys on the target,
+    copy their current rows from the source. With target_capture (makedelta), the keys are also recorded in the
+    target's delta store, marked with ORIGIN, so that other syncs reading the target pass them on."""
+    t = batch.capture.table
+    params = _key_params(batch)
+    updated, deleted = tgt.execute(sql.SQL(
+        "WITH d AS (DELETE FROM {t} USING {keys} WHERE {join} RETURNING k.present) "
+        "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM d"
+    ).format(t=t.ident, keys=_keys_relation(t, True), join=_key_join(t, t.relname)), params).fetchone()
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    copied = 0
+    if any(batch.present):
+        copied = stream_copy(
+            src, tgt,
+            sql.SQL("COPY (SELECT {scols} FROM {t} s JOIN {keys} ON {join}) TO STDOUT").format(
+                scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
+                t=t.ident, keys=_keys_relation(t, False), join=_key_join(t, "s")),
+            sql.SQL("COPY {t} ({cols}) FROM STDIN").format(t=t.ident, cols=collist),
+            params)
+    if target_capture is not None:
+        record_keys(tgt, target_capture, batch, origin)
+    return Counts(inserts=copied - updated, updates=updated, deletes=deleted)
+
+
+def record_keys(conn: psycopg.Connection, cap: Capture, batch: Batch, origin: str | None) -> None:
+    """Writes the batch's keys into a delta store, as the capture triggers would (cascades, `makedelta`)."""
+    t = cap.table
+    conn.execute(sql.SQL("INSERT INTO {delta} (origin, {cols}) SELECT %(origin)s, {cols} FROM {keys}").format(
+        delta=cap.delta, cols=sql.SQL(", ").join(sql.Identifier(c) for c in t.pkey),
+        keys=_keys_relation(t, False)), {**_key_params(batch), "origin": origin})
+
+
+def _repeatable_read(conn: psycopg.Connection) -> None:
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInfo, cols: list[str],
+               delete_method: str = "delete") -> Counts:
+    """Empties TABLE on the target and copies it whole, inside the caller's transactions."""
+    if delete_method == "truncate":
+        deleted = tgt.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()[0]
+        tgt.execute(sql.SQL("TRUNCATE {}").format(table.ident))
+    else:
+        deleted = tgt.execute(sql.SQL("DELETE FROM {}").format(table.ident)).rowcount
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    copied = stream_copy(src, tgt, sql.SQL("COPY {} ({}) TO STDOUT").format(table.ident, collist),
+                         sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, collist))
+    return Counts(inserts=copied, deletes=deleted)
+
+
+def full_copy(src: psycopg.Connection, tgt: psycopg.Connection, tables: list[TableInfo],
+              delete_method: str = "delete", only_empty: bool = False, analyze: bool = True) -> tuple[Counts, str]:
+    """Copies TABLES whole from one source snapshot, in one target transaction. Returns the counts and the
+    source snapshot (every change visible in it is now on the target). only_empty: skip tables that have rows
+    on the target (onetimecopy=2)."""
+    counts = Counts()
+    copied: list[TableInfo] = []
+    with src.transaction():
+        _repeatable_read(src)
+        snapshot = src.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+        with tgt.transaction():
+            _begin_replica(tgt)
+            for t in tables:
+                if only_empty and tgt.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(t.ident)).fetchone()[0]:
+                    continue
+                counts += copy_table(src, tgt, t, columns(src, t), delete_method)
+                copied.append(t)
+    if analyze:
+        for t in copied:
+            analyze_table(tgt, t)
+    return counts, snapshot
+
+
+def analyze_table(conn: psycopg.Connection, table: TableInfo) -> None:
+    """ANALYZE after a bulk load; a role that does not own the table gets a warning from PostgreSQL, not an error."""
+    try:
+        conn.execute(sql.SQL("ANALYZE {}").format(table.ident))
+    except psycopg.Error as e:  # never fail a good copy because statistics could not be refreshed
+        log.warning("ANALYZE %s failed: %s", table.qualname, str(e).strip())
+
+
+def copy_sequences(src: psycopg.Connection, tgt: psycopg.Connection, seqs: list[TableInfo]) -> int:
+    """The source's sequence positions onto the target (pushdelta, fullcopy). Returns how many were set."""
+    n = 0
+    for s in seqs:
+        last, called = src.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(s.ident)).fetchone()
+        tgt.execute("SELECT setval(%s::regclass, %s, %s)", (sql.SQL("{}").format(s.ident).as_string(tgt), last, called))
+        n += 1
+    return n
+
+
+def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval, caps: list[Capture],
+                  batch_size: int, origin: str | None = None, makedelta: bool = False,
+                  delete_method: str = "delete", should_stop: Callable[[], bool] = lambda: False,
+                  on_batch: Callable[[Counts], None] = lambda c: None) -> tuple[Counts, bool]:
+    """Applies every change of the interval to the target, batch by batch, resuming after iv.cursor.
+    Returns (counts, finished); finished is False when should_stop() asked to stop between batches."""
+    counts = Counts()
+    truncated = capture.truncated_in(src, iv, caps)
+    tgt_caps = {}
+    if makedelta and capture.has_schema(tgt):
+        tgt_caps = {(c.table.schemaname, c.table.relname): c for c in capture.captures(tgt)}
+    start = int(iv.cursor[0]) if iv.cursor else 0
+    for cap in caps:
+        if cap.id < start:
+            continue
+        cols = columns(src, cap.table)
+        tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
+        if cap.id in truncated:
+            if iv.cursor is None or int(iv.cursor[0]) != cap.id:  # not copied yet in this interval
+                with src.transaction():
+                    _repeatable_read(src)
+                    with tgt.transaction():
+                        _begin_replica(tgt)
+                        c = copy_table(src, tgt, cap.table, cols, delete_method)
+                        if tcap is not None:  # the whole table changed: cascade it as a truncate
+                            tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
+                                        (tcap.id, origin))
+                counts += c
+                on_batch(c)
+                capture.advance(src, iv, [str(cap.id), "", *[""] * len(cap.table.pkey)])
+            continue
+        while True:
+            if should_stop():
+                return counts, False
+            with src.transaction():
+                _repeatable_read(src)
+                batch = capture.read_batch(src, iv, cap, batch_size)
+                if batch is None:
+                    break
+                with tgt.transaction():
+                    _begin_replica(tgt)
+                    c = apply_batch(src, tgt, batch, cols, origin, tcap)
+            counts += c
+            on_batch(c)
+            capture.advance(src, iv, batch.cursor)
+    return counts, True

@@ -1,0 +1,64 @@
+"""Connections: to the control database (found from --control, PGREPL_CONTROL or /etc/pgrepl/pgrepl.conf)
+and to the member databases the catalog describes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from .errors import PgreplError
+
+CONFIG_FILE = Path("/etc/pgrepl/pgrepl.conf")
+
+
+def read_config(path: Path = CONFIG_FILE) -> dict[str, str]:
+    """`key = value` lines; `#` starts a comment. The key `control` holds the control conninfo."""
+    conf: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise PgreplError(f"{path}:{n}: expected `key = value`, got: {line}")
+        key, value = line.split("=", 1)
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def control_conninfo(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("PGREPL_CONTROL"):
+        return os.environ["PGREPL_CONTROL"]
+    if CONFIG_FILE.exists():
+        conf = read_config()
+        if conf.get("control"):
+            return conf["control"]
+    return "dbname=pgrepl"
+
+
+def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = True, **kw) -> psycopg.Connection:
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit, application_name=application_name,
+                               connect_timeout=kw.pop("connect_timeout", 10), **kw)
+    except psycopg.OperationalError as e:
+        raise PgreplError(f"cannot connect to {_redacted(conninfo)}: {str(e).strip()}") from e
+
+
+def member_conninfo(db: dict) -> str:
+    """The conninfo of a catalog database row (see catalog.DB_COLUMNS)."""
+    parts = {"dbname": db["dbname"], "host": db.get("host"), "port": db.get("port"), "user": db.get("username"),
+             "password": db.get("password")}
+    return make_conninfo(**{k: v for k, v in parts.items() if v not in (None, "")})
+
+
+def _redacted(conninfo: str) -> str:
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(unparsable conninfo)"
+    params.pop("password", None)
+    return make_conninfo(**params) or "(defaults)"

@@ -1,0 +1,83 @@
+"""The runner's settings (`pgrepl show`, `pgrepl set`): names, defaults, and what a valid value is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import Refused
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    about: str
+    check: Callable[[str], str | None]  # returns an error message, or None when the value is fine
+
+
+def _number(lo: float, hi: float, integer: bool = False) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        try:
+            x = int(v) if integer else float(v)
+        except ValueError:
+            return f"must be {'a whole number' if integer else 'a number'}"
+        return None if lo <= x <= hi else f"must be between {lo:g} and {hi:g}"
+    return check
+
+
+def _choice(*allowed: str) -> Callable[[str], str | None]:
+    return lambda v: None if v in allowed else f"must be one of: {', '.join(allowed)}"
+
+
+def _path(v: str) -> str | None:
+    return None if v.startswith("/") else "must be an absolute path"
+
+
+def _filename(v: str) -> str | None:
+    return None if v and "/" not in v else "must be a file name, without a directory"
+
+
+def _email_list(v: str) -> str | None:
+    bad = [a for a in filter(None, (x.strip() for x in v.split(","))) if not re.fullmatch(r"[^@\s]+@[^@\s]+", a)]
+    return f"not an email address: {', '.join(bad)}" if bad else None
+
+
+def _host(v: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9.:_-]*", v) else "must be a host name or address"
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    Setting("piddir", "/run/pgrepl", "directory of the pid files and of the stop file", _path),
+    Setting("stopfile", "fullstoppgrepl", "name of the stop file in piddir: while it exists, nothing starts", _filename),
+    Setting("log_level", "info", "debug, info, warning or error", _choice("debug", "info", "warning", "error")),
+    Setting("batch_size", "20000", "changed keys applied per target transaction", _number(1, 10_000_000, True)),
+    Setting("poll_interval", "0.5", "seconds between checks for new changes when no NOTIFY arrives", _number(0.01, 3600)),
+    Setting("capture_notify", "off",
+            "on: capture triggers NOTIFY the runner at once (costs a global lock at commit); off: polling only",
+            _choice("on", "off")),
+    Setting("retry_min", "1", "seconds before the first retry of a failed run", _number(0.1, 3600)),
+    Setting("retry_max", "60", "longest wait between retries of a failed run (backoff doubles up to it)",
+            _number(0.1, 86400)),
+    Setting("fullcopy_delete_method", "delete", "how a fullcopy empties a target table: delete or truncate",
+            _choice("delete", "truncate")),
+    Setting("fullcopy_analyze", "yes", "ANALYZE target tables after a fullcopy", _choice("yes", "no")),
+    Setting("days_back", "3", "how many days of run history `status` looks at", _number(1, 3650, True)),
+    Setting("default_email_from", "", "sender of the runner's alert emails", _email_list),
+    Setting("default_email_to", "", "recipients of alert emails (comma separated); empty: no emails", _email_list),
+    Setting("default_email_host", "localhost", "SMTP server for alert emails", _host),
+    Setting("default_email_port", "25", "SMTP port for alert emails", _number(1, 65535, True)),
+]}
+
+
+def validate(name: str, value: str) -> str:
+    """The value, normalised; raises Refused with a clear message for an unknown name or a bad value."""
+    setting = SETTINGS.get(name)
+    if setting is None:
+        raise Refused(f'Unknown setting "{name}". Known settings: {", ".join(sorted(SETTINGS))}')
+    value = value.strip()
+    problem = setting.check(value)
+    if problem:
+        raise Refused(f'Invalid value "{value}" for {name}: {problem}')
+    return value

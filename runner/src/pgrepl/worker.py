@@ -1,0 +1,356 @@
+"""The daemon: one controller process (`pgrepl run`) and one worker process per active sync.
+
+The controller keeps a worker running for every active sync (started, restarted after a crash with backoff,
+stopped when the sync is deactivated or removed) and stops everything on SIGTERM or when the stop file appears.
+A worker waits for changes (NOTIFY from the capture triggers when `capture_notify` is on, else polling every
+`poll_interval`), for kicks (NOTIFY on the control database) and for its `checktime`, then runs its sync.
+A target that fails is retried with exponential backoff between `retry_min` and `retry_max`; the sync's other
+targets, and the other syncs, go on meanwhile. SIGTERM stops a worker between two batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+
+from . import alert, apply, capture, catalog
+from .db import connect, member_conninfo
+from .errors import PgreplError
+
+log = logging.getLogger("pgrepl")
+
+
+def setup_logging(level: str, name: str = "pgrepl") -> None:
+    # journald adds the time and the unit; the sync name says which worker speaks
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, force=True,
+                        format=f"{name}: %(levelname)s %(message)s")
+
+
+def pid_path(settings: dict, what: str) -> Path:
+    return Path(settings["piddir"]) / f"pgrepl.{what}.pid"
+
+
+def stopfile_path(settings: dict) -> Path:
+    return Path(settings["piddir"]) / settings["stopfile"]
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid in PATH when that process is alive, else None."""
+    try:
+        pid = int(path.read_text().split()[0])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Stopper:
+    """SIGTERM/SIGINT set a flag and wake any select() through a pipe."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.rfd, wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+
+    def _stop(self, *_):
+        self.stopping = True
+
+    def wait(self, conns: list[psycopg.Connection], timeout: float) -> bool:
+        """Sleeps until a notification arrives on one of CONNS, a signal, or TIMEOUT. True when notified."""
+        if timeout <= 0:
+            return False
+        fds = [c.fileno() for c in conns if not c.closed] + [self.rfd]
+        readable, _, _ = select.select(fds, [], [], timeout)
+        try:
+            while os.read(self.rfd, 64):
+                pass
+        except BlockingIOError:
+            pass
+        notified = False
+        for c in conns:
+            if not c.closed and c.fileno() in readable:
+                c.pgconn.consume_input()
+                while c.pgconn.notifies() is not None:
+                    notified = True
+        return notified
+
+
+# --- worker --------------------------------------------------------------------------------------------------
+
+class _Direction:
+    """One (source, target) pair of a sync, with its connections and retry state."""
+
+    def __init__(self, source: str, target: str) -> None:
+        self.source, self.target = source, target
+        self.src: psycopg.Connection | None = None
+        self.tgt: psycopg.Connection | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def close(self) -> None:
+        for c in (self.src, self.tgt):
+            if c is not None:
+                c.close()
+        self.src = self.tgt = None
+
+
+class SyncWorker:
+    def __init__(self, control_conninfo: str, sync_name: str) -> None:
+        self.control_conninfo = control_conninfo
+        self.name = sync_name
+        self.pid = os.getpid()
+        self.stopper = _Stopper()
+
+    def _connect(self, db_name: str, listen: bool = False) -> psycopg.Connection:
+        conn = connect(member_conninfo(catalog.get_db(self.control, db_name)), f"pgrepl {self.name}")
+        if listen:
+            conn.execute(f"LISTEN {capture.NOTIFY_CHANNEL}")
+        return conn
+
+    def run(self) -> int:
+        self.control = catalog.open_control(self.control_conninfo)
+        self.control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
+        self.settings = catalog.all_settings(self.control)
+        setup_logging(self.settings["log_level"], f"pgrepl[{self.name}]")
+        pidfile = pid_path(self.settings, f"sync.{self.name}")
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        pidfile.write_text(f"{self.pid}\n")
+        catalog.set_state(self.control, self.name, "idle", self.pid, started=True)
+        log.info("started (pid %d)", self.pid)
+        self.directions: dict[tuple[str, str], _Direction] = {}
+        self.last_state = "idle"
+        try:
+            self._loop()
+        finally:
+            for d in self.directions.values():
+                d.close()
+            catalog.set_state(self.control, self.name, "stopped", None)
+            pidfile.unlink(missing_ok=True)
+            self.control.close()
+            log.info("stopped")
+        return 0
+
+    def _loop(self) -> None:
+        last_check = time.monotonic()
+        while not self.stopper.stopping:
+            try:
+                sync = catalog.get_sync(self.control, self.name)
+            except PgreplError:
+                return  # removed
+            if sync["status"] != "active":
+                return
+            self.settings = catalog.all_settings(self.control)
+            kicks = catalog.take_kicks(self.control, self.name)
+            if sync["type"] == "fullcopy":
+                due = bool(kicks) or self._checktime_due(sync)
+                good = self._fullcopy(sync, kicks) if due else True
+            else:
+                good = self._delta(sync, kicks)
+            if kicks:
+                catalog.finish_kicks(self.control, kicks, good)
+            now = time.monotonic()
+            wait = float(self.settings["poll_interval"])
+            retry = [d.retry_at - now for d in self.directions.values() if d.failures]
+            if retry:
+                wait = min(wait, max(min(retry), 0.05))
+            listened = [self.control] + [d.src for d in self.directions.values() if d.src is not None]
+            self.stopper.wait(listened, wait if time.monotonic() - last_check < 600 else 0)
+            last_check = time.monotonic()
+
+    def _checktime_due(self, sync: dict) -> bool:
+        if not sync["checktime"]:
+            return False
+        row = self.control.execute("SELECT max(started) FROM pgrepl.run WHERE sync = %s", (self.name,)).fetchone()
+        return row[0] is None or datetime.now(timezone.utc) - row[0] >= sync["checktime"]
+
+    def _direction(self, source: str, target: str) -> _Direction:
+        key = (source, target)
+        if key not in self.directions:
+            self.directions[key] = _Direction(source, target)
+        return self.directions[key]
+
+    def _state(self, state: str) -> None:
+        if state != self.last_state:
+            catalog.set_state(self.control, self.name, state, self.pid)
+            self.last_state = state
+
+    def _run_direction(self, d: _Direction, kind: str, kick: int | None, work) -> bool:
+        """Runs WORK(direction) -> Counts | None (None: nothing to do) as one recorded run. Failures are recorded,
+        logged and retried later with backoff."""
+        if d.failures and time.monotonic() < d.retry_at and kick is None:
+            return False
+        run_id = None
+        try:
+            if d.src is None:
+                d.src = self._connect(d.source, listen=self.settings["capture_notify"] == "on")
+            if d.tgt is None:
+                d.tgt = self._connect(d.target)
+            if kind == "delta" and kick is None and not work(d, probe=True):
+                return True
+            self._state("running")
+            run_id = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
+            t0 = time.monotonic()
+            counts = work(d, probe=False)
+            catalog.finish_run(self.control, run_id, counts.inserts, counts.updates, counts.deletes, counts.conflicts)
+            if counts.total or kind != "delta":
+                log.info("%s -> %s: %s I/U/D %d/%d/%d in %.2fs", d.source, d.target, kind, counts.inserts,
+                         counts.updates, counts.deletes, time.monotonic() - t0)
+            if d.failures:
+                alert.send(self.settings, f"pgrepl sync {self.name} recovered",
+                           f"Sync {self.name} ({d.source} -> {d.target}) runs again after {d.failures} failure(s).")
+            d.failures = 0
+            return True
+        except (psycopg.Error, PgreplError, OSError) as e:
+            message = str(e).strip() or type(e).__name__
+            d.failures += 1
+            delay = min(float(self.settings["retry_min"]) * 2 ** (d.failures - 1), float(self.settings["retry_max"]))
+            d.retry_at = time.monotonic() + delay
+            log.error("%s -> %s failed (attempt %d, next in %.1fs): %s", d.source, d.target, d.failures, delay, message)
+            if run_id is None:
+                run_id = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
+            catalog.finish_run(self.control, run_id, error=message)
+            if d.failures == 1:
+                alert.send(self.settings, f"pgrepl sync {self.name} failed",
+                           f"Sync {self.name} ({d.source} -> {d.target}) failed:\n\n{message}\n\n"
+                           f"It is retried with backoff; see `pgrepl status {self.name}`.")
+            d.close()
+            return False
+        finally:
+            self._state("idle")
+
+    def _fullcopy(self, sync: dict, kicks: list[int]) -> bool:
+        tables = catalog.sync_tables(self.control, sync)
+        seqs = catalog.sync_tables(self.control, sync, "sequence")
+        kick = kicks[-1] if kicks else None
+        method = self.settings["fullcopy_delete_method"]
+        analyze = self.settings["fullcopy_analyze"] == "yes"
+
+        def work(d: _Direction, probe: bool) -> apply.Counts:
+            counts, _ = apply.full_copy(d.src, d.tgt, tables, method, analyze=analyze)
+            apply.copy_sequences(d.src, d.tgt, seqs)
+            return counts
+
+        results = [self._run_direction(self._direction(*pair), "fullcopy", kick, work)
+                   for pair in catalog.directions(sync)]
+        return all(results)
+
+    def _delta(self, sync: dict, kicks: list[int]) -> bool:
+        if sync["type"] == "swap":
+            from . import swap  # the master/master logic lives apart from the one-way path
+            return swap.run(self, sync, kicks)
+        kick = kicks[-1] if kicks else None
+        tables = catalog.sync_tables(self.control, sync)
+        seqs = catalog.sync_tables(self.control, sync, "sequence")
+        batch_size = int(self.settings["batch_size"])
+        results = []
+        for source, target in catalog.directions(sync):
+            d = self._direction(source, target)
+            onetime = sync["onetimecopy"]
+
+            def work(d: _Direction, probe: bool) -> apply.Counts | bool:
+                caps = [c for c in capture.captures(d.src) if c.table in tables or
+                        any((c.table.schemaname, c.table.relname) == (t.schemaname, t.relname) for t in tables)]
+                done, pending, _ = capture.consumer_position(d.src, self.name, d.target)
+                if probe:
+                    return onetime != 0 or pending is not None or capture.has_new_changes(d.src, self.name, caps, done)
+                counts = apply.Counts()
+                if onetime:
+                    c, snapshot = apply.full_copy(d.src, d.tgt, tables, self.settings["fullcopy_delete_method"],
+                                                  only_empty=onetime == 2)
+                    capture.reset_consumer(d.src, self.name, d.target, snapshot)
+                    counts += c
+                iv = capture.open_interval(d.src, self.name, d.target)
+                c, finished = apply.push_interval(d.src, d.tgt, iv, caps, batch_size, origin=self.name,
+                                                  makedelta=sync["makedelta"],
+                                                  delete_method=self.settings["fullcopy_delete_method"],
+                                                  should_stop=lambda: self.stopper.stopping)
+                counts += c
+                if finished:
+                    capture.close_interval(d.src, iv)
+                    apply.copy_sequences(d.src, d.tgt, seqs)
+                return counts
+
+            results.append(self._run_direction(d, "delta", kick, work))
+        if sync["onetimecopy"] and all(results):
+            self.control.execute("UPDATE pgrepl.sync SET onetimecopy = 0 WHERE name = %s", (self.name,))
+        return all(results)
+
+
+# --- controller ----------------------------------------------------------------------------------------------
+
+def run_controller(control_conninfo: str) -> int:
+    """`pgrepl run`: the foreground daemon (systemd runs this)."""
+    control = catalog.open_control(control_conninfo)
+    settings = catalog.all_settings(control)
+    setup_logging(settings["log_level"])
+    stopfile = stopfile_path(settings)
+    if stopfile.exists():
+        log.error("stop file %s exists: remove it (or use `pgrepl start`) to run", stopfile)
+        return 1
+    pidfile = pid_path(settings, "mcp")
+    other = read_pid(pidfile)
+    if other and other != os.getpid():
+        log.error("pgrepl is already running (PID %d, %s)", other, pidfile)
+        return 1
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
+    stopper = _Stopper()
+    control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
+    workers: dict[str, subprocess.Popen] = {}
+    restarts: dict[str, tuple[int, float]] = {}   # sync -> (crashes in a row, not before)
+    env = dict(os.environ, PGREPL_CONTROL=control_conninfo)
+    log.info("controller started (pid %d)", os.getpid())
+    try:
+        while not stopper.stopping and not stopfile.exists():
+            active = {s["name"] for s in catalog.list_syncs(control) if s["status"] == "active"}
+            for name, proc in list(workers.items()):
+                code = proc.poll()
+                if name not in active and code is None:
+                    proc.terminate()
+                if code is not None:
+                    del workers[name]
+                    if name in active and code != 0:
+                        crashes = restarts.get(name, (0, 0))[0] + 1
+                        delay = min(float(settings["retry_min"]) * 2 ** crashes, float(settings["retry_max"]))
+                        restarts[name] = (crashes, time.monotonic() + delay)
+                        log.error("worker of %s exited with code %d; restart in %.0fs", name, code, delay)
+            for name in sorted(active - set(workers)):
+                if time.monotonic() < restarts.get(name, (0, 0))[1]:
+                    continue
+                workers[name] = subprocess.Popen([sys.executable, "-m", "pgrepl", "worker", name], env=env)
+                log.info("started worker for %s (pid %d)", name, workers[name].pid)
+            for name in [n for n, (_, at) in restarts.items() if n in workers and time.monotonic() > at + 60]:
+                del restarts[name]   # a worker that stayed up a minute starts its crash count afresh
+            stopper.wait([control], 1.0)
+            settings = catalog.all_settings(control)
+    finally:
+        for proc in workers.values():
+            proc.terminate()
+        deadline = time.monotonic() + 30
+        for name, proc in workers.items():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                log.warning("worker of %s did not stop in time: killed", name)
+                proc.kill()
+        pidfile.unlink(missing_ok=True)
+        log.info("controller stopped")
+        control.close()
+    return 0
+
+
+def run_worker(control_conninfo: str, sync: str) -> int:
+    return SyncWorker(control_conninfo, sync).run()

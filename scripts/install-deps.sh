@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs on this (Debian 12) machine. Idempotent: a no-op when all are there.
+set -euo pipefail
+packages=(
+  # local PostgreSQL clusters for the runner and module tests, pgbench for workloads
+  postgresql-15 postgresql-contrib-15 postgresql-plperl-15 postgresql-client-15 libpq5
+  # the .venv
+  python3 python3-venv python3-pip
+  # the lab: systemd containers built from a debootstrapped image
+  podman runc debootstrap uidmap slirp4netns fuse-overlayfs iptables netavark aardvark-dns
+  # misc tools the tests use
+  make git procps iproute2 util-linux cron
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts a "main" cluster on 5432 when postgresql-15 is installed; the tests start their own clusters
+# on other ports, so the packaged one is left alone.
+echo "==> system packages ready"
