@@ -112,6 +112,20 @@ CREATE TABLE pgrepl.kick (
     done      timestamptz,
     state     text
 );
+CREATE TABLE pgrepl.conflict (             -- the swap syncs' conflict journal
+    id          bigserial PRIMARY KEY,
+    sync        text NOT NULL,
+    tablename   text NOT NULL,
+    key         jsonb NOT NULL,
+    source_db   text NOT NULL,
+    target_db   text NOT NULL,
+    source_row  jsonb,                      -- NULL: the row is deleted on that side
+    target_row  jsonb,
+    rule        text NOT NULL,
+    winner      text NOT NULL,              -- source, target, none (skip) or abort
+    detected    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX conflict_sync_detected ON pgrepl.conflict (sync, detected);
 """}
 
 

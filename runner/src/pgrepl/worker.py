@@ -202,6 +202,7 @@ class SyncWorker:
                 return True
             self._state("running")
             run_id = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
+            d.tgt.execute("SELECT 1")   # a run with nothing to apply still proves its target is there
             t0 = time.monotonic()
             counts = work(d, probe=False)
             catalog.finish_run(self.control, run_id, counts.inserts, counts.updates, counts.deletes, counts.conflicts)
