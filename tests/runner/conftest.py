@@ -16,7 +16,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pgcluster import LocalCluster, table_checksum  # noqa: E402
-
 from pgrepl import cli  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_TEST_DIR", "/tmp/pgrepl-tests"))

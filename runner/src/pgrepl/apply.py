@@ -82,7 +82,7 @@ def _keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
                                  *([sql.SQL("%(present)s::bool[]")] if with_present else [])])
     typed = sql.SQL(", ").join([*(sql.SQL("u.{}::{} AS {}").format(sql.Identifier(f"k{i}"), sql.SQL(typ),
                                                                    sql.Identifier(col))
-                                  for i, (col, typ) in enumerate(zip(table.pkey, table.pktype))),
+                                  for i, (col, typ) in enumerate(zip(table.pkey, table.pktype, strict=True))),
                                 *([sql.SQL("u.present")] if with_present else [])])
     return sql.SQL("(SELECT {typed} FROM unnest({arrays}) AS u({names})) AS k").format(
         typed=typed, arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))

@@ -222,7 +222,7 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
             cap = Capture(cap_id, table, f"delta_{cap_id}")
             conn.execute("UPDATE pgrepl.capture SET delta_table = %s WHERE id = %s", (cap.delta_table, cap_id))
             keycols = sql.SQL(", ").join(
-                sql.SQL("{} {} NOT NULL").format(sql.Identifier(k), sql.SQL(t)) for k, t in zip(table.pkey, table.pktype))
+                sql.SQL("{} {} NOT NULL").format(sql.Identifier(k), sql.SQL(t)) for k, t in zip(table.pkey, table.pktype, strict=True))
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.pkey)
             conn.execute(sql.SQL(
                 "CREATE TABLE {delta} (txid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
@@ -411,18 +411,19 @@ def reset_consumer(conn: psycopg.Connection, sync: str, target: str, snapshot: s
                  "WHERE sync = %s AND target = %s", (snapshot, sync, target))
 
 
-def _in_interval(alias: str = "") -> str:
-    p = f"{alias}." if alias else ""
-    return (f"{p}txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND {p}txid < pg_snapshot_xmax(%(pending)s::pg_snapshot) "
-            f"AND pg_visible_in_snapshot({p}txid, %(pending)s::pg_snapshot) "
-            f"AND NOT pg_visible_in_snapshot({p}txid, %(done)s::pg_snapshot) "
-            f"AND {p}origin IS DISTINCT FROM %(sync)s")
+def _in_interval(alias: str) -> sql.Composed:
+    """The delta rows of an interval: visible in `pending`, not in `done`, and not applied by the sync itself."""
+    return sql.SQL(
+        "{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND {a}.txid < pg_snapshot_xmax(%(pending)s::pg_snapshot) "
+        "AND pg_visible_in_snapshot({a}.txid, %(pending)s::pg_snapshot) "
+        "AND NOT pg_visible_in_snapshot({a}.txid, %(done)s::pg_snapshot) "
+        "AND {a}.origin IS DISTINCT FROM %(sync)s").format(a=sql.Identifier(alias))
 
 
 def truncated_in(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) -> set[int]:
     """Ids of the captures truncated during the interval: those tables are copied whole instead."""
-    rows = conn.execute(f"SELECT DISTINCT capture_id FROM pgrepl.truncate_log WHERE capture_id = ANY(%(ids)s) "
-                        f"AND {_in_interval()}", {"ids": [c.id for c in caps], "done": iv.done,
+    rows = conn.execute(sql.SQL("SELECT DISTINCT capture_id FROM pgrepl.truncate_log l "
+                                "WHERE capture_id = ANY(%(ids)s) AND {}").format(_in_interval("l")), {"ids": [c.id for c in caps], "done": iv.done,
                                                   "pending": iv.pending, "sync": iv.sync}).fetchall()
     return {r[0] for r in rows}
 
@@ -452,8 +453,9 @@ def read_batch(conn: psycopg.Connection, iv: Interval, cap: Capture, limit: int)
     order = sql.SQL(", ").join([sql.SQL("d.txid"), *(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey)])
     q = sql.SQL(
         "SELECT d.txid::text, {key_text}, EXISTS (SELECT 1 FROM {src} s WHERE {join}) "
-        "FROM {delta} d WHERE " + _in_interval("d") + " {after} ORDER BY {order} LIMIT %(limit)s"
-    ).format(key_text=key_text, src=t.ident, join=join, delta=cap.delta, after=after, order=order)
+        "FROM {delta} d WHERE {interval} {after} ORDER BY {order} LIMIT %(limit)s"
+    ).format(key_text=key_text, src=t.ident, join=join, delta=cap.delta, interval=_in_interval("d"), after=after,
+             order=order)
     rows = conn.execute(q, params).fetchall()
     if not rows:
         return None

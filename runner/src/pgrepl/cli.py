@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -91,7 +91,7 @@ def emit_json(data) -> None:
 def _ago(ts: datetime | None) -> str:
     if ts is None:
         return "unknown"
-    return _duration((datetime.now(timezone.utc) - ts).total_seconds())
+    return _duration((datetime.now(UTC) - ts).total_seconds())
 
 
 def _duration(seconds: float | None, spaced: bool = False) -> str:
@@ -463,7 +463,7 @@ def cmd_status(a: Args, conn) -> int:
                       _ago(b["ended"]) if b else "none", _duration(b["duration"]) if b else ""))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        out("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if len(table) == 1:
         _no_entries("sync")
     return EXIT_OK

@@ -10,6 +10,7 @@ targets, and the other syncs, go on meanwhile. SIGTERM stops a worker between tw
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -174,7 +175,7 @@ class SyncWorker:
         if not sync["checktime"]:
             return False
         row = self.control.execute("SELECT max(started) FROM pgrepl.run WHERE sync = %s", (self.name,)).fetchone()
-        return row[0] is None or datetime.now(timezone.utc) - row[0] >= sync["checktime"]
+        return row[0] is None or datetime.now(UTC) - row[0] >= sync["checktime"]
 
     def _direction(self, source: str, target: str) -> _Direction:
         key = (source, target)
@@ -255,39 +256,36 @@ class SyncWorker:
         kick = kicks[-1] if kicks else None
         tables = catalog.sync_tables(self.control, sync)
         seqs = catalog.sync_tables(self.control, sync, "sequence")
-        batch_size = int(self.settings["batch_size"])
-        results = []
-        for source, target in catalog.directions(sync):
-            d = self._direction(source, target)
-            onetime = sync["onetimecopy"]
-
-            def work(d: _Direction, probe: bool) -> apply.Counts | bool:
-                caps = [c for c in capture.captures(d.src) if c.table in tables or
-                        any((c.table.schemaname, c.table.relname) == (t.schemaname, t.relname) for t in tables)]
-                done, pending, _ = capture.consumer_position(d.src, self.name, d.target)
-                if probe:
-                    return onetime != 0 or pending is not None or capture.has_new_changes(d.src, self.name, caps, done)
-                counts = apply.Counts()
-                if onetime:
-                    c, snapshot = apply.full_copy(d.src, d.tgt, tables, self.settings["fullcopy_delete_method"],
-                                                  only_empty=onetime == 2)
-                    capture.reset_consumer(d.src, self.name, d.target, snapshot)
-                    counts += c
-                iv = capture.open_interval(d.src, self.name, d.target)
-                c, finished = apply.push_interval(d.src, d.tgt, iv, caps, batch_size, origin=self.name,
-                                                  makedelta=sync["makedelta"],
-                                                  delete_method=self.settings["fullcopy_delete_method"],
-                                                  should_stop=lambda: self.stopper.stopping)
-                counts += c
-                if finished:
-                    capture.close_interval(d.src, iv)
-                    apply.copy_sequences(d.src, d.tgt, seqs)
-                return counts
-
-            results.append(self._run_direction(d, "delta", kick, work))
+        work = functools.partial(self._push, sync, tables, seqs)
+        results = [self._run_direction(self._direction(*pair), "delta", kick, work)
+                   for pair in catalog.directions(sync)]
         if sync["onetimecopy"] and all(results):
             self.control.execute("UPDATE pgrepl.sync SET onetimecopy = 0 WHERE name = %s", (self.name,))
         return all(results)
+
+    def _push(self, sync: dict, tables: list, seqs: list, d: _Direction, probe: bool) -> apply.Counts | bool:
+        """One pushdelta run towards d.target (probe: only say whether there is anything to do)."""
+        wanted = {(t.schemaname, t.relname) for t in tables}
+        caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
+        done, pending, _ = capture.consumer_position(d.src, self.name, d.target)
+        onetime = sync["onetimecopy"]
+        if probe:
+            return onetime != 0 or pending is not None or capture.has_new_changes(d.src, self.name, caps, done)
+        counts = apply.Counts()
+        method = self.settings["fullcopy_delete_method"]
+        if onetime:
+            c, snapshot = apply.full_copy(d.src, d.tgt, tables, method, only_empty=onetime == 2)
+            capture.reset_consumer(d.src, self.name, d.target, snapshot)
+            counts += c
+        iv = capture.open_interval(d.src, self.name, d.target)
+        c, finished = apply.push_interval(d.src, d.tgt, iv, caps, int(self.settings["batch_size"]), origin=self.name,
+                                          makedelta=sync["makedelta"], delete_method=method,
+                                          should_stop=lambda: self.stopper.stopping)
+        counts += c
+        if finished:
+            capture.close_interval(d.src, iv)
+            apply.copy_sequences(d.src, d.tgt, seqs)
+        return counts
 
 
 # --- controller ----------------------------------------------------------------------------------------------
