@@ -11,12 +11,11 @@ export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
-## make demo: the lab, the whole cluster deployed by ansible-playbook, a pgbench workload, replication status
-demo: deps venv collection
-	$(call step,"lab")
-	lab/lab.sh up
-	$(call step,"deploy")
-	lab/demo.sh
+## make demo: the founding document's walk-through with pgrepl, a pgbench workload, replication status.
+## Until the lab deploy lands (lab/demo.sh), it runs on three local PostgreSQL clusters.
+demo: deps venv
+	$(call step,"demo: founding walk-through on local clusters")
+	$(PY) scripts/demo_local.py
 
 ## make test: installs everything, then lint, runner tests, module tests, molecule scenarios
 test: deps venv collection

@@ -30,14 +30,11 @@ remember_ip_forward() {
 }
 
 restore_host() {
+  [[ -e $state/ip_forward.before ]] || return 0 # the lab did not run since the last restore
   # Other containers (molecule's, say) may still need both: leave that to the next `down`.
   if [[ -n $(podman ps -q) ]]; then
     echo "lab.sh: other containers are running: IPv4 forwarding and netavark's iptables chains left as they are" >&2
     return 0
-  fi
-  if [[ -e $state/ip_forward.before ]]; then
-    cat "$state/ip_forward.before" >/proc/sys/net/ipv4/ip_forward
-    rm "$state/ip_forward.before"
   fi
   # Only netavark's own chains and the jumps to them; netavark re-creates them for its next container.
   local table chain
@@ -49,11 +46,16 @@ restore_host() {
       iptables -w -t "$table" -X "$chain"
     done
   done
+  cat "$state/ip_forward.before" >/proc/sys/net/ipv4/ip_forward
+  rm "$state/ip_forward.before"
 }
 
 ensure_network() {
+  # No DNS server (aardvark-dns) on the host: the containers know each other from /etc/hosts (--add-host)
+  # and resolve the rest with the host's resolvers.
   if ! podman network exists "$network"; then
-    podman network create --subnet "$subnet" --gateway "$gateway" --label pgrepl.lab=true "$network" >/dev/null
+    podman network create --subnet "$subnet" --gateway "$gateway" --disable-dns --label pgrepl.lab=true \
+      "$network" >/dev/null
   fi
   local have
   have=$(podman network inspect -f '{{range .Subnets}}{{.Subnet}}{{end}}' "$network")

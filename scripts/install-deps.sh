@@ -3,13 +3,14 @@
 set -euo pipefail
 packages=(
   # local PostgreSQL clusters for the runner and module tests, pgbench for workloads
-  postgresql-15 postgresql-contrib-15 postgresql-plperl-15 postgresql-client-15 libpq5
+  postgresql-15 postgresql-plperl-15 postgresql-client-15 libpq5
   # the .venv
   python3 python3-venv python3-pip
-  # the lab: systemd containers built from a debootstrapped image
-  podman runc debootstrap uidmap slirp4netns fuse-overlayfs iptables netavark aardvark-dns
+  # the lab: rootful podman (runc; netavark + iptables for its bridge network, aardvark-dns for networks with
+  # DNS, molecule's), debootstrap (with Debian's keyring, to check what it fetches) to build its image
+  podman runc netavark aardvark-dns iptables debootstrap debian-archive-keyring
   # misc tools the tests use
-  make git procps iproute2 util-linux cron
+  make git procps iproute2 util-linux cron shellcheck
 )
 missing=()
 for p in "${packages[@]}"; do
