@@ -17,16 +17,12 @@ demo: deps venv
 	$(call step,"demo: founding walk-through on local clusters")
 	$(PY) scripts/demo_local.py
 
-## make test: installs everything, then lint, runner tests, module tests, molecule scenarios
-test: deps venv collection
+## make test: installs everything, then each layer of the suite, in order
+test: deps venv
 	$(call step,"lint")
 	$(MAKE) --no-print-directory lint
 	$(call step,"runner tests")
 	$(MAKE) --no-print-directory test-runner
-	$(call step,"module tests")
-	$(MAKE) --no-print-directory test-modules
-	$(call step,"molecule scenarios")
-	$(MAKE) --no-print-directory test-molecule
 
 deps:
 	scripts/install-deps.sh
@@ -44,7 +40,7 @@ collection: venv
 
 lint: venv
 	ruff check .
-	scripts/lint-collection.sh
+	shellcheck lab/*.sh scripts/*.sh .ci/run
 
 test-runner: venv
 	$(PY) -m pytest -q tests/runner

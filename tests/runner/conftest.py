@@ -19,7 +19,8 @@ from pgcluster import LocalCluster, table_checksum  # noqa: E402
 from pgrepl import cli  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_TEST_DIR", "/tmp/pgrepl-tests"))
-PORTS = {"master": 55441, "slave": 55442, "master2": 55443}
+_PORT = int(os.environ.get("PGREPL_TEST_PORT", "55441"))   # several suites can run side by side on other ports
+PORTS = {"master": _PORT, "slave": _PORT + 1, "master2": _PORT + 2}
 
 
 @pytest.fixture(scope="session")
