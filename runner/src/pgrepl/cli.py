@@ -252,87 +252,73 @@ def _add_relations(a: Args, conn, kind: str, names: list[str]) -> int:
     return EXIT_OK
 
 
+def _db_lines(r: dict) -> list[str]:
+    conn_line = f'psql -p {r["port"]} -U {r["username"] or "pgrepl"} -d {r["dbname"]}'
+    conn_line += f' -h {r["host"]}' if r["host"] else ""
+    return [f'Database: {r["name"]} Status: {r["status"]} Conn: {conn_line}']
+
+
+def _relation_lines(r: dict, verbose: bool) -> list[str]:
+    q = f'{r["schemaname"]}.{r["relname"]}'
+    if r["kind"] == "table":
+        pk = f'{", ".join(r["pkey"])} ({", ".join(r["pktypname"])})' if r["pkey"] else "none"
+        line = f'Table: {q} DB: {r["db"]} PK: {pk}'
+    else:
+        line = f'Sequence: {q} DB: {r["db"]}'
+    if verbose:
+        line += f' Herds: {", ".join(r["herds"]) or "none"}'
+        if r["standard_conflict"]:
+            line += f' standard_conflict: {r["standard_conflict"]}'
+    return [line]
+
+
+def _sync_lines(r: dict, verbose: bool) -> list[str]:
+    line = (f'Sync: {r["name"]} ({r["type"]}) {r["herd"]} => {r["targetdb"] or r["targetgroup"]} '
+            f'({r["status"].capitalize()})')
+    if verbose:
+        line += (f' source: {r["source"]} targets: {", ".join(r["targets"])} checktime: {r["checktime"] or "none"} '
+                 f'onetimecopy: {r["onetimecopy"]} makedelta: {"yes" if r["makedelta"] else "no"}')
+    return [line]
+
+
 def cmd_list(a: Args, conn) -> int:
     if len(a.words) < 2:
         raise Usage("Usage: list <type> [options]\nShows information about items in the pgrepl catalog.\n"
                     "The type is one of: db, dbgroup, table, sequence, herd, sync, conflict\n"
                     "For more information, run: pgrepl help list")
     kind, names = _kind(a.words[1]), a.words[2:]
-
-    def pick(rows: list[dict], key="name") -> list[dict]:
-        return [r for r in rows if not names or r[key] in names]
-
     if kind == "db":
-        rows = pick(catalog.list_dbs(conn))
-        if a.json:
-            emit_json([{k: v for k, v in r.items() if k != "password"} for r in rows])
-        for r in [] if a.json else rows:
-            conn_line = f'psql -p {r["port"]} -U {r["username"] or "pgrepl"} -d {r["dbname"]}'
-            conn_line += f' -h {r["host"]}' if r["host"] else ""
-            out(f'Database: {r["name"]} Status: {r["status"]} Conn: {conn_line}')
-        if not rows and not a.json:
-            _no_entries("db")
+        rows = [{k: v for k, v in r.items() if k != "password"} for r in catalog.list_dbs(conn)]
+        lines = _db_lines
     elif kind == "dbgroup":
-        rows = pick(catalog.list_dbgroups(conn))
-        if a.json:
-            emit_json(rows)
-        for r in [] if a.json else rows:
-            out(f'Database group: {r["name"]} Members: {", ".join(r["members"])}')
-        if not rows and not a.json:
-            _no_entries("dbgroup")
+        rows = catalog.list_dbgroups(conn)
+        lines = lambda r: [f'Database group: {r["name"]} Members: {", ".join(r["members"])}']  # noqa: E731
     elif kind in ("table", "sequence"):
-        rows = [r for r in catalog.list_relations(conn, kind)
-                if not names or r["relname"] in names or f'{r["schemaname"]}.{r["relname"]}' in names]
-        if a.json:
-            emit_json(rows)
-        for r in [] if a.json else rows:
-            q = f'{r["schemaname"]}.{r["relname"]}'
-            if kind == "table":
-                pk = (f'{", ".join(r["pkey"])} ({", ".join(r["pktypname"])})' if r["pkey"] else "none")
-                line = f'Table: {q} DB: {r["db"]} PK: {pk}'
-            else:
-                line = f'Sequence: {q} DB: {r["db"]}'
-            if a.verbose:
-                line += f' Herds: {", ".join(r["herds"]) or "none"}'
-                if r["standard_conflict"]:
-                    line += f' standard_conflict: {r["standard_conflict"]}'
-            out(line)
-        if not rows and not a.json:
-            _no_entries(kind)
+        rows = catalog.list_relations(conn, kind)
+        lines = lambda r: _relation_lines(r, a.verbose)  # noqa: E731
     elif kind == "herd":
-        rows = pick(catalog.list_herds(conn))
-        if a.json:
-            emit_json(rows)
-        for r in [] if a.json else rows:
-            out(f'Herd: {r["name"]} DB: {r["db"] or "none"} Members: {", ".join(r["members"])}')
-            if r["syncs"]:
-                out(f'Used in syncs: {", ".join(r["syncs"])}')
-        if not rows and not a.json:
-            _no_entries("herd")
+        rows = catalog.list_herds(conn)
+        lines = lambda r: ([f'Herd: {r["name"]} DB: {r["db"] or "none"} Members: {", ".join(r["members"])}'] +  # noqa: E731
+                           ([f'Used in syncs: {", ".join(r["syncs"])}'] if r["syncs"] else []))
     elif kind == "sync":
-        rows = pick(catalog.list_syncs(conn))
-        if a.json:
-            emit_json(rows)
-        for r in [] if a.json else rows:
-            target = r["targetdb"] or r["targetgroup"]
-            line = f'Sync: {r["name"]} ({r["type"]}) {r["herd"]} => {target} ({r["status"].capitalize()})'
-            if a.verbose:
-                line += (f' source: {r["source"]} targets: {", ".join(r["targets"])} checktime: '
-                         f'{r["checktime"] or "none"} onetimecopy: {r["onetimecopy"]} '
-                         f'makedelta: {"yes" if r["makedelta"] else "no"}')
-            out(line)
-        if not rows and not a.json:
-            _no_entries("sync")
-    elif kind == "conflict":
+        rows = catalog.list_syncs(conn)
+        lines = lambda r: _sync_lines(r, a.verbose)  # noqa: E731
+    else:
         from . import swap
         rows = swap.list_conflicts(conn, names)
-        if a.json:
-            emit_json(rows)
-        for r in [] if a.json else rows:
-            out(f'Conflict: {r["sync"]} {r["tablename"]} key {r["key"]} rule: {r["rule"]} winner: {r["winner"]} '
-                f'at {r["detected"]:%Y-%m-%d %H:%M:%S}')
-        if not rows and not a.json:
-            _no_entries("conflict")
+        names = []
+        lines = lambda r: [f'Conflict: {r["sync"]} {r["tablename"]} key {r["key"]} rule: {r["rule"]} '  # noqa: E731
+                           f'winner: {r["winner"]} at {r["detected"]:%Y-%m-%d %H:%M:%S}']
+    if names:   # NAME or schema.NAME
+        rows = [r for r in rows if r.get("name") in names or r.get("relname") in names
+                or f'{r.get("schemaname")}.{r.get("relname")}' in names]
+    if a.json:
+        emit_json(rows)
+    elif not rows:
+        _no_entries(kind)
+    for r in [] if a.json else rows:
+        for line in lines(r):
+            out(line)
     return EXIT_OK
 
 
