@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo test deps venv lint test-runner test-modules test-molecule lab-up lab-down collection bench clean
+.PHONY: demo test deps venv lint test-runner test-modules test-molecule lab-up lab-down collection bench bench-swap clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
@@ -23,6 +23,8 @@ test: deps venv
 	$(MAKE) --no-print-directory lint
 	$(call step,"runner tests")
 	$(MAKE) --no-print-directory test-runner
+	$(call step,"module tests (ansible-playbook against local clusters)")
+	$(MAKE) --no-print-directory test-modules
 
 deps:
 	scripts/install-deps.sh
@@ -41,6 +43,7 @@ collection: venv
 lint: venv
 	ruff check .
 	shellcheck lab/*.sh scripts/*.sh .ci/run
+	scripts/lint-collection.sh
 
 test-runner: venv
 	$(PY) -m pytest -q tests/runner
@@ -59,6 +62,9 @@ lab-down:
 
 bench: venv
 	$(PY) bench/bench.py
+
+bench-swap: venv
+	$(PY) bench/swap_lag.py
 
 clean: lab-down
 	rm -rf $(VENV) .tmp

@@ -68,11 +68,17 @@ class LocalCluster:
         return self
 
     def stop(self, mode: str = "fast") -> None:
-        if (self.datadir / "postmaster.pid").exists():
+        """Stops the server if it runs; a pid file left by a server that died (a killed test run) is ignored."""
+        if self.is_running():
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
 
     def is_running(self) -> bool:
-        return (self.datadir / "postmaster.pid").exists()
+        """pg_ctl status: a pid file whose server died (a killed test run) does not count."""
+        try:
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "status"])
+            return True
+        except subprocess.CalledProcessError:
+            return False
 
     def createdb(self, dbname: str) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as c:

@@ -65,17 +65,17 @@ def stream_copy(src: psycopg.Connection, tgt: psycopg.Connection, copy_out: sql.
         return tcur.rowcount
 
 
-def _begin_replica(tgt: psycopg.Connection) -> None:
+def begin_replica(tgt: psycopg.Connection) -> None:
     tgt.execute("SET LOCAL session_replication_role = replica")
 
 
-def _key_params(batch: Batch) -> dict:
+def key_params(batch: Batch) -> dict:
     params = {f"k{i}": [k[i] for k in batch.keys] for i in range(len(batch.capture.table.pkey))}
     params["present"] = batch.present
     return params
 
 
-def _keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
+def keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
     """`(SELECT k0::type0 AS "col0", ... FROM unnest(%(k0)s::text[], ...)) AS k`: the batch's keys, typed."""
     names = [f"k{i}" for i in range(len(table.pkey))] + (["present"] if with_present else [])
     arrays = sql.SQL(", ").join([*(sql.SQL("%({})s::text[]").format(sql.SQL(n)) for n in names[:len(table.pkey)]),
@@ -88,7 +88,7 @@ def _keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
         typed=typed, arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
 
 
-def _key_join(table: TableInfo, left: str, right: str = "k") -> sql.Composed:
+def key_join(table: TableInfo, left: str, right: str = "k") -> sql.Composed:
     return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(c),
                                                                  sql.Identifier(right), sql.Identifier(c))
                                  for c in table.pkey)
@@ -100,11 +100,11 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
     copy their current rows from the source. With target_capture (makedelta), the keys are also recorded in the
     target's delta store, marked with ORIGIN, so that other syncs reading the target pass them on."""
     t = batch.capture.table
-    params = _key_params(batch)
+    params = key_params(batch)
     updated, deleted = tgt.execute(sql.SQL(
         "WITH d AS (DELETE FROM {t} USING {keys} WHERE {join} RETURNING k.present) "
         "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM d"
-    ).format(t=t.ident, keys=_keys_relation(t, True), join=_key_join(t, t.relname)), params).fetchone()
+    ).format(t=t.ident, keys=keys_relation(t, True), join=key_join(t, t.relname)), params).fetchone()
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     copied = 0
     if any(batch.present):
@@ -112,7 +112,7 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
             src, tgt,
             sql.SQL("COPY (SELECT {scols} FROM {t} s JOIN {keys} ON {join}) TO STDOUT").format(
                 scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-                t=t.ident, keys=_keys_relation(t, False), join=_key_join(t, "s")),
+                t=t.ident, keys=keys_relation(t, False), join=key_join(t, "s")),
             sql.SQL("COPY {t} ({cols}) FROM STDIN").format(t=t.ident, cols=collist),
             params)
     if target_capture is not None:
@@ -125,10 +125,10 @@ def record_keys(conn: psycopg.Connection, cap: Capture, batch: Batch, origin: st
     t = cap.table
     conn.execute(sql.SQL("INSERT INTO {delta} (origin, {cols}) SELECT %(origin)s, {cols} FROM {keys}").format(
         delta=cap.delta, cols=sql.SQL(", ").join(sql.Identifier(c) for c in t.pkey),
-        keys=_keys_relation(t, False)), {**_key_params(batch), "origin": origin})
+        keys=keys_relation(t, False)), {**key_params(batch), "origin": origin})
 
 
-def _repeatable_read(conn: psycopg.Connection) -> None:
+def repeatable_read(conn: psycopg.Connection) -> None:
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
@@ -154,10 +154,10 @@ def full_copy(src: psycopg.Connection, tgt: psycopg.Connection, tables: list[Tab
     counts = Counts()
     copied: list[TableInfo] = []
     with src.transaction():
-        _repeatable_read(src)
+        repeatable_read(src)
         snapshot = src.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         with tgt.transaction():
-            _begin_replica(tgt)
+            begin_replica(tgt)
             for t in tables:
                 if only_empty and tgt.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(t.ident)).fetchone()[0]:
                     continue
@@ -207,9 +207,9 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
         if cap.id in truncated:
             if iv.cursor is None or int(iv.cursor[0]) != cap.id:  # not copied yet in this interval
                 with src.transaction():
-                    _repeatable_read(src)
+                    repeatable_read(src)
                     with tgt.transaction():
-                        _begin_replica(tgt)
+                        begin_replica(tgt)
                         c = copy_table(src, tgt, cap.table, cols, delete_method)
                         if tcap is not None:  # the whole table changed: cascade it as a truncate
                             tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
@@ -222,12 +222,12 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
             if should_stop():
                 return counts, False
             with src.transaction():
-                _repeatable_read(src)
+                repeatable_read(src)
                 batch = capture.read_batch(src, iv, cap, batch_size)
                 if batch is None:
                     break
                 with tgt.transaction():
-                    _begin_replica(tgt)
+                    begin_replica(tgt)
                     c = apply_batch(src, tgt, batch, cols, origin, tcap)
             counts += c
             on_batch(c)

@@ -205,8 +205,10 @@ END""").format(delta=delta, cols=cols, old=old, cap_id=sql.Literal(cap_id)).as_s
     ).format(fn=sql.Identifier(SCHEMA, f"capture_{cap_id}"), body=sql.Literal(body))
 
 
-def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool = False) -> Capture:
-    """Captures TABLE for SYNC: delta store and triggers created if absent, subscription recorded. Idempotent."""
+def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool = False,
+            key_index: bool = False) -> Capture:
+    """Captures TABLE for SYNC: delta store and triggers created if absent, subscription recorded. Idempotent.
+    key_index: also index the delta store by key, for the lookups of swap syncs (conflicts are found by key)."""
     if not table.pkey:
         raise Refused(f"Table {table.qualname} has no primary key nor usable unique index: it cannot be in a "
                       "pushdelta or swap sync; put it in a fullcopy herd instead")
@@ -248,6 +250,10 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
                 conn.execute(sql.SQL(ddl).format(t=table.ident, fn=fn, changed_key=changed_key))
         conn.execute("INSERT INTO pgrepl.subscription (capture_id, sync) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                      (cap.id, sync))
+        if key_index:
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, txid)").format(
+                sql.Identifier(f"{cap.delta_table}_key"), cap.delta,
+                sql.SQL(", ").join(sql.Identifier(k) for k in table.pkey)))
         _set_notify_trigger(conn, table, notify)
     return cap
 
@@ -411,7 +417,7 @@ def reset_consumer(conn: psycopg.Connection, sync: str, target: str, snapshot: s
                  "WHERE sync = %s AND target = %s", (snapshot, sync, target))
 
 
-def _in_interval(alias: str) -> sql.Composed:
+def in_interval(alias: str) -> sql.Composed:
     """The delta rows of an interval: visible in `pending`, not in `done`, and not applied by the sync itself."""
     return sql.SQL(
         "{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND {a}.txid < pg_snapshot_xmax(%(pending)s::pg_snapshot) "
@@ -422,9 +428,10 @@ def _in_interval(alias: str) -> sql.Composed:
 
 def truncated_in(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) -> set[int]:
     """Ids of the captures truncated during the interval: those tables are copied whole instead."""
-    rows = conn.execute(sql.SQL("SELECT DISTINCT capture_id FROM pgrepl.truncate_log l "
-                                "WHERE capture_id = ANY(%(ids)s) AND {}").format(_in_interval("l")), {"ids": [c.id for c in caps], "done": iv.done,
-                                                  "pending": iv.pending, "sync": iv.sync}).fetchall()
+    query = sql.SQL("SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
+                    "AND {}").format(in_interval("l"))
+    params = {"ids": [c.id for c in caps], "done": iv.done, "pending": iv.pending, "sync": iv.sync}
+    rows = conn.execute(query, params).fetchall()
     return {r[0] for r in rows}
 
 
@@ -454,7 +461,7 @@ def read_batch(conn: psycopg.Connection, iv: Interval, cap: Capture, limit: int)
     q = sql.SQL(
         "SELECT d.txid::text, {key_text}, EXISTS (SELECT 1 FROM {src} s WHERE {join}) "
         "FROM {delta} d WHERE {interval} {after} ORDER BY {order} LIMIT %(limit)s"
-    ).format(key_text=key_text, src=t.ident, join=join, delta=cap.delta, interval=_in_interval("d"), after=after,
+    ).format(key_text=key_text, src=t.ident, join=join, delta=cap.delta, interval=in_interval("d"), after=after,
              order=order)
     rows = conn.execute(q, params).fetchall()
     if not rows:

@@ -298,7 +298,7 @@ def set_dbgroup_members(conn: psycopg.Connection, name: str, members: Iterable[s
         get_db(conn, m)
     syncs = [s for s in list_syncs(conn) if s["targetgroup"] == name]
     for s in syncs:
-        _check_targets(conn, s, members)
+        check_targets(conn, s, members)
     with conn.transaction():
         conn.execute("DELETE FROM pgrepl.dbgroup_member WHERE dbgroup = %s", (name,))
         for m in members:
@@ -317,7 +317,7 @@ def remove_dbgroup(conn: psycopg.Connection, name: str) -> None:
 
 # --- tables, sequences, herds --------------------------------------------------------------------------------
 
-def _relation_info(row: dict) -> TableInfo:
+def relation_info(row: dict) -> TableInfo:
     return TableInfo(row["schemaname"], row["relname"], row["kind"], tuple(row["pkey"]), tuple(row["pktype"]),
                      tuple(row["pktypname"]))
 
@@ -346,7 +346,7 @@ def add_relations(conn: psycopg.Connection, db: str, tables: list[TableInfo], he
             if other:
                 raise Refused(f'Herd "{herd}" holds tables of database {other.pop()}: a herd has one source '
                               f'database, so tables of "{db}" go in another herd')
-            _refuse_pkless_in_delta_sync(conn, herd, tables)
+            check_relations(conn, herd, tables)
     added, already = [], []
     with conn.transaction():
         if herd_created:
@@ -445,7 +445,7 @@ def remove_from_herd(conn: psycopg.Connection, herd: str, qualnames: Iterable[st
             if members[q]["kind"] == "table" and s["type"] != "fullcopy":
                 for db in _capture_dbs(conn, s):
                     with member_connect(conn, db) as src:
-                        capture.unsubscribe_table(src, s["name"], _relation_info(members[q]))
+                        capture.unsubscribe_table(src, s["name"], relation_info(members[q]))
     for q in gone:
         conn.execute("DELETE FROM pgrepl.herd_member WHERE herd = %s AND relation = %s", (herd, members[q]["id"]))
     return gone
@@ -510,10 +510,10 @@ def _herd_db(conn: psycopg.Connection, herd: str) -> str | None:
 
 
 def sync_tables(conn: psycopg.Connection, sync: dict, kind: str = "table") -> list[TableInfo]:
-    return [_relation_info(m) for m in herd_members(conn, sync["herd"]) if m["kind"] == kind]
+    return [relation_info(m) for m in herd_members(conn, sync["herd"]) if m["kind"] == kind]
 
 
-def _refuse_pkless_in_delta_sync(conn, herd: str, tables: list[TableInfo]) -> None:
+def check_relations(conn, herd: str, tables: list[TableInfo]) -> None:
     delta_syncs = [s["name"] for s in syncs_of_herd(conn, herd) if s["type"] != "fullcopy"]
     pkless = [t.qualname for t in tables if t.kind == "table" and not t.pkey]
     if delta_syncs and pkless:
@@ -521,7 +521,7 @@ def _refuse_pkless_in_delta_sync(conn, herd: str, tables: list[TableInfo]) -> No
                       f'of {delta_syncs[0]} (pushdelta/swap); put it in a fullcopy herd instead')
 
 
-def _check_targets(conn, sync: dict, targets: list[str]) -> None:
+def check_targets(conn, sync: dict, targets: list[str]) -> None:
     if not targets:
         raise Refused(f'Sync "{sync["name"]}" would have no target database')
     if sync["source"] in targets:
@@ -563,7 +563,7 @@ def _install_capture(conn, sync: dict) -> None:
                                       f'of swap sync "{sync["name"]}"')
                     local.append(hit[0])
             for t in local:
-                capture.install(src, t, sync["name"], notify)
+                capture.install(src, t, sync["name"], notify, key_index=sync["type"] == "swap")
             capture.register_consumer(src, sync["name"], tgt_db)
 
 
@@ -592,12 +592,11 @@ def parse_interval(conn: psycopg.Connection, value: str | None) -> timedelta | N
         raise Refused(f'Invalid interval "{value}": {str(e).strip()}') from e
 
 
-def add_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb: str | None = None,
-             targetgroup: str | None = None, checktime: str | None = None, onetimecopy: int = 0,
-             makedelta: bool = False, active: bool = True) -> dict:
+def check_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb: str | None = None,
+               targetgroup: str | None = None, checktime: str | None = None, onetimecopy: int = 0) -> dict:
+    """Every refusal add_sync would make, without changing anything; returns the sync as it would be
+    (with its source and target databases). Also what a dry run (check mode) calls."""
     check_name("sync", name)
-    if _rows(conn, "SELECT 1 FROM pgrepl.sync WHERE name = %s", (name,)):
-        raise Refused(f'A sync named "{name}" already exists')
     if type not in SYNC_TYPES:
         raise Refused(f'Invalid sync type "{type}": must be one of {", ".join(SYNC_TYPES)}')
     if bool(targetdb) == bool(targetgroup):
@@ -611,7 +610,7 @@ def add_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb
     targets = [get_db(conn, targetdb)["name"]] if targetdb else get_dbgroup(conn, targetgroup)["members"]
     sync = {"name": name, "type": type, "herd": herd, "targetdb": targetdb, "targetgroup": targetgroup,
             "source": members[0]["db"], "targets": targets}
-    _check_targets(conn, sync, targets)
+    check_targets(conn, sync, targets)
     if type == "swap" and len(targets) != 1:
         raise Refused(f'Swap sync "{name}" joins exactly two databases: use targetdb=DB, not a group of '
                       f'{len(targets)}')
@@ -620,6 +619,16 @@ def add_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb
         if pkless:
             raise Refused(f'Table {pkless[0]} (herd "{herd}") has no primary key nor usable unique index: a {type} '
                           f'sync cannot replicate it row by row; put it in a herd of its own with type=fullcopy')
+    parse_interval(conn, checktime)
+    return sync
+
+
+def add_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb: str | None = None,
+             targetgroup: str | None = None, checktime: str | None = None, onetimecopy: int = 0,
+             makedelta: bool = False, active: bool = True) -> dict:
+    if _rows(conn, "SELECT 1 FROM pgrepl.sync WHERE name = %s", (check_name("sync", name),)):
+        raise Refused(f'A sync named "{name}" already exists')
+    sync = check_sync(conn, name, herd, type, targetdb, targetgroup, checktime, onetimecopy)
     interval = parse_interval(conn, checktime)
     _install_capture(conn, sync)
     try:
@@ -648,13 +657,15 @@ def update_sync(conn: psycopg.Connection, name: str, **changes) -> dict:
     if not changes:
         notify_control(conn)
         return get_sync(conn, name)
+    new = {**sync, **changes}
+    if changes.get("targetdb"):
+        new["targetgroup"] = None
+    if changes.get("targetgroup"):
+        new["targetdb"] = None
+    # refuse before touching anything, and keep capture by what the sync becomes, not what it was
+    new.update(check_sync(conn, name, new["herd"], new["type"], new["targetdb"], new["targetgroup"]))
     was_active = sync["status"] == "active"
     set_active(conn, name, False)
-    new = {**sync, **changes}
-    if "targetdb" in changes and changes["targetdb"]:
-        new["targetgroup"] = None
-    if "targetgroup" in changes and changes["targetgroup"]:
-        new["targetdb"] = None
     remove_sync(conn, name, keep_capture_for=new)
     return add_sync(conn, name, new["herd"], new["type"], new["targetdb"], new["targetgroup"],
                     checktime=str(new["checktime"]) if new["checktime"] else None,
@@ -677,17 +688,19 @@ def remove_sync(conn: psycopg.Connection, name: str, keep_capture_for: dict | No
     if sync["status"] == "active":
         raise Refused(f'Cannot remove active sync "{name}": please deactivate it first')
     removed = [] if keep_capture_for else _remove_capture(conn, sync)
-    if keep_capture_for:   # an in-place change: keep the consumers that still apply, drop the others
-        keep = set(directions(keep_capture_for)) if keep_capture_for["type"] != "fullcopy" else set()
-        for src_db, tgt_db in set(directions(sync)) - keep if sync["type"] != "fullcopy" else []:
+    if keep_capture_for:   # an in-place change: keep the consumers and captures that still apply, drop the others
+        def pairs(s: dict) -> set:
+            return set(directions(s)) if s["type"] != "fullcopy" else set()
+
+        def captured(s: dict) -> set:
+            return {(db, t) for db in _capture_dbs(conn, s) for t in sync_tables(conn, s)}
+
+        for src_db, tgt_db in pairs(sync) - pairs(keep_capture_for):
             with member_connect(conn, src_db) as src:
                 capture.remove_consumer(src, name, tgt_db)
-        new_tables = {t.qualname for t in sync_tables(conn, keep_capture_for)} if keep else set()
-        for t in sync_tables(conn, sync):
-            if t.qualname not in new_tables and sync["type"] != "fullcopy":
-                for db in _capture_dbs(conn, sync):
-                    with member_connect(conn, db) as src:
-                        capture.unsubscribe_table(src, name, t)
+        for db, table in captured(sync) - captured(keep_capture_for):
+            with member_connect(conn, db) as src:
+                capture.unsubscribe_table(src, name, table)
     with conn.transaction():
         conn.execute("DELETE FROM pgrepl.sync_state WHERE sync = %s", (name,))
         conn.execute("DELETE FROM pgrepl.sync WHERE name = %s", (name,))

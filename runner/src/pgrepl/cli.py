@@ -252,7 +252,21 @@ def _add_relations(a: Args, conn, kind: str, names: list[str]) -> int:
     return EXIT_OK
 
 
-def _db_lines(r: dict) -> list[str]:
+def _dbgroup_lines(r: dict, verbose: bool) -> list[str]:
+    return [f'Database group: {r["name"]} Members: {", ".join(r["members"])}']
+
+
+def _herd_lines(r: dict, verbose: bool) -> list[str]:
+    lines = [f'Herd: {r["name"]} DB: {r["db"] or "none"} Members: {", ".join(r["members"])}']
+    return lines + ([f'Used in syncs: {", ".join(r["syncs"])}'] if r["syncs"] else [])
+
+
+def _conflict_lines(r: dict, verbose: bool) -> list[str]:
+    return [f'Conflict: {r["sync"]} {r["tablename"]} key {r["key"]} rule: {r["rule"]} winner: {r["winner"]} '
+            f'at {r["detected"]:%Y-%m-%d %H:%M:%S}']
+
+
+def _db_lines(r: dict, verbose: bool) -> list[str]:
     conn_line = f'psql -p {r["port"]} -U {r["username"] or "pgrepl"} -d {r["dbname"]}'
     conn_line += f' -h {r["host"]}' if r["host"] else ""
     return [f'Database: {r["name"]} Status: {r["status"]} Conn: {conn_line}']
@@ -281,6 +295,10 @@ def _sync_lines(r: dict, verbose: bool) -> list[str]:
     return [line]
 
 
+_LIST_LINES = {"db": _db_lines, "dbgroup": _dbgroup_lines, "table": _relation_lines, "sequence": _relation_lines,
+               "herd": _herd_lines, "sync": _sync_lines, "conflict": _conflict_lines}
+
+
 def cmd_list(a: Args, conn) -> int:
     if len(a.words) < 2:
         raise Usage("Usage: list <type> [options]\nShows information about items in the pgrepl catalog.\n"
@@ -289,26 +307,18 @@ def cmd_list(a: Args, conn) -> int:
     kind, names = _kind(a.words[1]), a.words[2:]
     if kind == "db":
         rows = [{k: v for k, v in r.items() if k != "password"} for r in catalog.list_dbs(conn)]
-        lines = _db_lines
     elif kind == "dbgroup":
         rows = catalog.list_dbgroups(conn)
-        lines = lambda r: [f'Database group: {r["name"]} Members: {", ".join(r["members"])}']  # noqa: E731
     elif kind in ("table", "sequence"):
         rows = catalog.list_relations(conn, kind)
-        lines = lambda r: _relation_lines(r, a.verbose)  # noqa: E731
     elif kind == "herd":
         rows = catalog.list_herds(conn)
-        lines = lambda r: ([f'Herd: {r["name"]} DB: {r["db"] or "none"} Members: {", ".join(r["members"])}'] +  # noqa: E731
-                           ([f'Used in syncs: {", ".join(r["syncs"])}'] if r["syncs"] else []))
     elif kind == "sync":
         rows = catalog.list_syncs(conn)
-        lines = lambda r: _sync_lines(r, a.verbose)  # noqa: E731
     else:
         from . import swap
         rows = swap.list_conflicts(conn, names)
         names = []
-        lines = lambda r: [f'Conflict: {r["sync"]} {r["tablename"]} key {r["key"]} rule: {r["rule"]} '  # noqa: E731
-                           f'winner: {r["winner"]} at {r["detected"]:%Y-%m-%d %H:%M:%S}']
     if names:   # NAME or schema.NAME
         rows = [r for r in rows if r.get("name") in names or r.get("relname") in names
                 or f'{r.get("schemaname")}.{r.get("relname")}' in names]
@@ -317,7 +327,7 @@ def cmd_list(a: Args, conn) -> int:
     elif not rows:
         _no_entries(kind)
     for r in [] if a.json else rows:
-        for line in lines(r):
+        for line in _LIST_LINES[kind](r, a.verbose):
             out(line)
     return EXIT_OK
 

@@ -66,7 +66,7 @@ class _Stopper:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
 
-    def _stop(self, *_):
+    def _stop(self, *signal_args):
         self.stopping = True
 
     def wait(self, conns: list[psycopg.Connection], timeout: float) -> bool:
@@ -74,7 +74,7 @@ class _Stopper:
         if timeout <= 0:
             return False
         fds = [c.fileno() for c in conns if not c.closed] + [self.rfd]
-        readable, _, _ = select.select(fds, [], [], timeout)
+        readable = select.select(fds, [], [], timeout)[0]
         try:
             while os.read(self.rfd, 64):
                 pass
@@ -177,7 +177,7 @@ class SyncWorker:
         row = self.control.execute("SELECT max(started) FROM pgrepl.run WHERE sync = %s", (self.name,)).fetchone()
         return row[0] is None or datetime.now(UTC) - row[0] >= sync["checktime"]
 
-    def _direction(self, source: str, target: str) -> _Direction:
+    def direction(self, source: str, target: str) -> _Direction:
         key = (source, target)
         if key not in self.directions:
             self.directions[key] = _Direction(source, target)
@@ -188,7 +188,7 @@ class SyncWorker:
             catalog.set_state(self.control, self.name, state, self.pid)
             self.last_state = state
 
-    def _run_direction(self, d: _Direction, kind: str, kick: int | None, work) -> bool:
+    def run_direction(self, d: _Direction, kind: str, kick: int | None, work) -> bool:
         """Runs WORK(direction) -> Counts | None (None: nothing to do) as one recorded run. Failures are recorded,
         logged and retried later with backoff."""
         if d.failures and time.monotonic() < d.retry_at and kick is None:
@@ -199,7 +199,7 @@ class SyncWorker:
                 d.src = self._connect(d.source, listen=self.settings["capture_notify"] == "on")
             if d.tgt is None:
                 d.tgt = self._connect(d.target)
-            if kind == "delta" and kick is None and not work(d, probe=True):
+            if kind in ("delta", "swap") and kick is None and not work(d, probe=True):
                 return True
             self._state("running")
             run_id = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
@@ -241,11 +241,11 @@ class SyncWorker:
         analyze = self.settings["fullcopy_analyze"] == "yes"
 
         def work(d: _Direction, probe: bool) -> apply.Counts:
-            counts, _ = apply.full_copy(d.src, d.tgt, tables, method, analyze=analyze)
+            counts = apply.full_copy(d.src, d.tgt, tables, method, analyze=analyze)[0]
             apply.copy_sequences(d.src, d.tgt, seqs)
             return counts
 
-        results = [self._run_direction(self._direction(*pair), "fullcopy", kick, work)
+        results = [self.run_direction(self.direction(*pair), "fullcopy", kick, work)
                    for pair in catalog.directions(sync)]
         return all(results)
 
@@ -257,7 +257,7 @@ class SyncWorker:
         tables = catalog.sync_tables(self.control, sync)
         seqs = catalog.sync_tables(self.control, sync, "sequence")
         work = functools.partial(self._push, sync, tables, seqs)
-        results = [self._run_direction(self._direction(*pair), "delta", kick, work)
+        results = [self.run_direction(self.direction(*pair), "delta", kick, work)
                    for pair in catalog.directions(sync)]
         if sync["onetimecopy"] and all(results):
             self.control.execute("UPDATE pgrepl.sync SET onetimecopy = 0 WHERE name = %s", (self.name,))
@@ -267,7 +267,7 @@ class SyncWorker:
         """One pushdelta run towards d.target (probe: only say whether there is anything to do)."""
         wanted = {(t.schemaname, t.relname) for t in tables}
         caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
-        done, pending, _ = capture.consumer_position(d.src, self.name, d.target)
+        done, pending = capture.consumer_position(d.src, self.name, d.target)[:2]
         onetime = sync["onetimecopy"]
         if probe:
             return onetime != 0 or pending is not None or capture.has_new_changes(d.src, self.name, caps, done)
@@ -331,7 +331,7 @@ def run_controller(control_conninfo: str) -> int:
                     continue
                 workers[name] = subprocess.Popen([sys.executable, "-m", "pgrepl", "worker", name], env=env)
                 log.info("started worker for %s (pid %d)", name, workers[name].pid)
-            for name in [n for n, (_, at) in restarts.items() if n in workers and time.monotonic() > at + 60]:
+            for name in [n for n in restarts if n in workers and time.monotonic() > restarts[n][1] + 60]:
                 del restarts[name]   # a worker that stayed up a minute starts its crash count afresh
             stopper.wait([control], 1.0)
             settings = catalog.all_settings(control)

@@ -1,0 +1,174 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgrepl contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: pg_repl_db
+short_description: Declare a database in the pgrepl catalog
+description:
+  - Adds, updates or removes a database of the pgrepl catalog, the connection the runner uses to reach a
+    source or a target database (C(pgrepl add database) / C(pgrepl remove db)).
+  - The catalog entry is made exactly what is declared; an option left out is stored empty (libpq's default).
+  - The database itself is not created nor checked; that is the job of the P(pgrepl.cluster.postgresql#role) role.
+version_added: 0.1.0
+author: pgrepl maintainers (@pgrepl)
+options:
+  name:
+    description:
+      - Name of the database in the catalog, used by dbgroups, herds and syncs.
+      - An identifier (letters, digits, underscores, no hyphen), at most 63 characters.
+    type: str
+    required: true
+  dbname:
+    description:
+      - Name of the PostgreSQL database on its server. Required with O(state=present).
+    type: str
+  host:
+    description:
+      - Host name, address or socket directory of the server. Left out, libpq's default (the local socket).
+    type: str
+  port:
+    description:
+      - Port of the server.
+    type: int
+    default: 5432
+  user:
+    description:
+      - Role the runner connects as (the least-privilege replication role).
+    type: str
+  password:
+    description:
+      - Password of O(user), stored in the control catalog. Never logged; masked in diffs.
+    type: str
+  state:
+    description:
+      - V(present) adds or updates the database; V(absent) removes it.
+      - Removing a database still used by a sync or a dbgroup is refused, and nothing is changed.
+    type: str
+    choices: [absent, present]
+    default: present
+extends_documentation_fragment:
+  - pgrepl.cluster.control
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+seealso:
+  - module: pgrepl.cluster.pg_repl_dbgroup
+  - module: pgrepl.cluster.pg_repl_herd
+  - module: pgrepl.cluster.pg_repl_info
+'''
+
+EXAMPLES = r'''
+- name: Declare the source and target databases
+  pgrepl.cluster.pg_repl_db:
+    name: "{{ item.name }}"
+    dbname: test1
+    host: "{{ item.host }}"
+    user: pgrepl
+    password: "{{ vault_pgrepl_replication_password }}"
+    login_unix_socket: /var/run/postgresql
+  loop:
+    - {name: test1_master, host: 10.11.12.241}
+    - {name: test1_slave, host: 10.11.12.242}
+  become: true
+  become_user: pgrepl
+
+- name: Forget a database no sync uses any more
+  pgrepl.cluster.pg_repl_db:
+    name: test1_old
+    state: absent
+'''
+
+RETURN = r'''
+actions:
+  description: What was done (or would be done in check mode), in words.
+  returned: always
+  type: list
+  elements: str
+  sample: ["add database test1_slave"]
+notes:
+  description: Why a check mode prediction may be incomplete.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+database:
+  description: The database as the catalog holds it after the run (the password is masked); empty when absent.
+  returned: always
+  type: dict
+  sample: {"name": "test1_slave", "dbname": "test1", "host": "10.11.12.242", "port": 5432, "user": "pgrepl",
+           "password": "********", "status": "active"}
+'''
+
+from ansible_collections.pgrepl.cluster.plugins.module_utils.control import MASK, PgreplModule, catalog  # noqa: E402
+
+# catalog column -> module option
+FIELDS = (('dbname', 'dbname'), ('host', 'host'), ('port', 'port'), ('username', 'user'), ('password', 'password'))
+
+
+def shown(row, password_changed=False):
+    """A catalog db row as the module shows it: option names, password masked."""
+    if not row:
+        return {}
+    out = dict((option, row[column]) for column, option in FIELDS)
+    out.update(name=row['name'], status=row.get('status', 'active'))
+    if out['password']:
+        out['password'] = MASK + (' (changed)' if password_changed else '')
+    return out
+
+
+def main():
+    m = PgreplModule(
+        dict(
+            name=dict(type='str', required=True),
+            dbname=dict(type='str'),
+            host=dict(type='str'),
+            port=dict(type='int', default=5432),
+            user=dict(type='str'),
+            password=dict(type='str', no_log=True),
+            state=dict(type='str', default='present', choices=['absent', 'present']),
+        ),
+        required_if=[('state', 'present', ['dbname'])],
+    )
+    p = m.params
+    name = p['name']
+    m.check_name('database', name)
+    m.connect()
+    current = m.lookup(catalog.get_db, name)
+
+    if p['state'] == 'absent':
+        if current:
+            m.actions.append('remove database %s' % name)
+            if not m.check_mode:
+                m.run(catalog.remove_db, m.conn, name)
+        m.exit(shown(current), {}, database={})
+
+    wanted = dict((column, p[option] or None) for column, option in FIELDS)
+    wanted['port'] = p['port']
+    after = dict(current or {}, name=name, **wanted)
+    if current is None:
+        m.actions.append('add database %s' % name)
+        if not m.check_mode:
+            m.run(catalog.add_db, m.conn, name, wanted['dbname'], wanted['host'], wanted['port'],
+                  wanted['username'], wanted['password'])
+    else:
+        changes = dict((k, v) for k, v in wanted.items() if current[k] != v)
+        if changes:
+            m.actions.append('update database %s: %s' % (name, ', '.join(
+                option for column, option in FIELDS if column in changes)))
+            if not m.check_mode:
+                m.run(catalog.update_db, m.conn, name, **changes)
+    password_changed = current is not None and current['password'] != wanted['password']
+    m.exit(shown(current), shown(after, password_changed), database=shown(after))
+
+
+if __name__ == '__main__':
+    main()
