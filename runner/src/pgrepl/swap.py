@@ -1,0 +1,400 @@
+"""Swap: master/master between two databases, each the source and the target of the other (docs/swap.md).
+
+One run moves changes both ways: first those made on the sync's source side (the herd's database) to the other
+side, then the other side's back, each batch by batch as a pushdelta does. Applied rows are written with
+session_replication_role = replica, so the capture triggers do not record them and nothing ping-pongs; with
+makedelta their keys are recorded for the other syncs that read the table, marked with the sync's name as origin,
+which this sync skips.
+
+Conflicts. A key changed on both sides since the last run is a conflict when its rows differ (a key changed the
+same way on both sides is not). The table's standard_conflict decides, row by row:
+    source   the sync's source side wins          target   the other side wins
+    latest   the side whose last change of the row committed last wins (commit timestamps; see docs/swap.md)
+    skip     neither side is changed              abort    the run stops before writing anything
+The winner's row is written on the loser's side (the winner's delete is a delete), and every conflict is
+journaled in the control database (pgrepl.conflict) with both row images.
+
+Races: before a batch overwrites rows on a side, it locks them (FOR UPDATE) and looks on that side for changes
+made since the last run; such a row is a conflict, resolved the same way with both sides locked, never
+overwritten blindly. The locks are held for one batch's transaction only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from . import apply, capture, catalog
+from .apply import Counts
+from .capture import Batch, Capture, Interval, TableInfo
+from .errors import PgreplError
+
+RULES = ("source", "target", "latest", "skip", "abort")
+DEFAULT_RULE = "latest"   # a herd member without standard_conflict (Bucardo 5's default, bucardo_latest)
+
+
+class ConflictAbort(PgreplError):
+    """A conflict on a table whose standard_conflict is abort: the run stopped, nothing was written."""
+
+
+@dataclass
+class Table:
+    info: TableInfo
+    rule: str
+
+
+@dataclass
+class Side:
+    """One database of the swap: its connection and captures, and the interval of its own changes that the
+    other side has not received yet."""
+    db: str
+    role: str                      # "source" or "target": the side of the sync it is (winner names in the journal)
+    conn: psycopg.Connection
+    caps: dict[str, Capture] = field(default_factory=dict)
+    iv: Interval | None = None
+    commit_ts: bool = False        # track_commit_timestamp is on
+
+    def cap(self, table: TableInfo) -> Capture:
+        try:
+            return self.caps[table.qualname]
+        except KeyError:
+            raise PgreplError(f'Table {table.qualname} is not captured in database "{self.db}": re-add the sync '
+                              f'(`pgrepl update sync`) to install its triggers') from None
+
+
+def run(worker, sync: dict, kicks: list[int]) -> bool:
+    """One swap run (both ways) as one recorded run of the worker, retried with backoff when it fails."""
+    d = worker.direction(sync["source"], sync["targets"][0])
+    work = functools.partial(_work, worker.control, worker.settings, sync, lambda: worker.stopper.stopping)
+    return worker.run_direction(d, "swap", kicks[-1] if kicks else None, work)
+
+
+def _work(control, settings: dict, sync: dict, should_stop: Callable[[], bool], d, probe: bool) -> Counts | bool:
+    a = _side(d.src, sync["source"], "source")
+    b = _side(d.tgt, sync["targets"][0], "target")
+    tables = sync_tables(control, sync)
+    if probe:
+        return any(_has_work(s, o, sync["name"], tables) for s, o in ((a, b), (b, a)))
+    return SwapRun(control, settings, sync, a, b, tables, catalog.sync_tables(control, sync, "sequence"),
+                   should_stop).run()
+
+
+def _side(conn: psycopg.Connection, db: str, role: str) -> Side:
+    caps = {c.table.qualname: c for c in capture.captures(conn)} if capture.has_schema(conn) else {}
+    on = conn.execute("SELECT current_setting('track_commit_timestamp') = 'on'").fetchone()[0]
+    return Side(db, role, conn, caps, commit_ts=on)
+
+
+def _has_work(side: Side, other: Side, sync: str, tables: list[Table]) -> bool:
+    done, pending = capture.consumer_position(side.conn, sync, other.db)[:2]
+    return pending is not None or capture.has_new_changes(side.conn, sync, [side.cap(t.info) for t in tables], done)
+
+
+def sync_tables(control: psycopg.Connection, sync: dict) -> list[Table]:
+    """The herd's tables with their conflict rule."""
+    return [Table(catalog.relation_info(m), m["standard_conflict"] or DEFAULT_RULE)
+            for m in catalog.herd_members(control, sync["herd"]) if m["kind"] == "table"]
+
+
+class SwapRun:
+    def __init__(self, control, settings: dict, sync: dict, a: Side, b: Side, tables: list[Table],
+                 sequences: list[TableInfo], should_stop: Callable[[], bool]) -> None:
+        self.control, self.sync, self.name = control, sync, sync["name"]
+        self.a, self.b = a, b
+        self.tables, self.sequences = tables, sequences
+        self.batch_size = int(settings["batch_size"])
+        self.delete_method = settings["fullcopy_delete_method"]
+        self.should_stop = should_stop
+        self.counts = Counts()
+        self.resolved: dict[str, set[tuple[str, ...]]] = {t.info.qualname: set() for t in tables}
+
+    def run(self) -> Counts:
+        a, b = self.a, self.b
+        a.iv = capture.open_interval(a.conn, self.name, b.db)
+        b.iv = capture.open_interval(b.conn, self.name, a.db)
+        self._stop_on_abort_conflicts()
+        copied = self._truncations()
+        for src, tgt in ((a, b), (b, a)):
+            for t in sorted(self.tables, key=lambda t: src.cap(t.info).id):
+                if t.info.qualname not in copied and not self._pass(src, tgt, t):
+                    return self.counts   # asked to stop: the cursors say where to resume
+        self._sequences()
+        capture.close_interval(a.conn, a.iv)
+        capture.close_interval(b.conn, b.iv)
+        return self.counts
+
+    # --- one direction ---------------------------------------------------------------------------------------
+
+    def _pass(self, src: Side, tgt: Side, t: Table) -> bool:
+        """Applies the changes of SRC's interval for table T to TGT. False when asked to stop."""
+        scap, tcap = src.cap(t.info), tgt.cap(t.info)
+        if src.iv.cursor and int(src.iv.cursor[0]) > scap.id:
+            return True   # done before the worker restarted
+        cols = apply.columns(src.conn, t.info)
+        makedelta = tcap if self.sync["makedelta"] else None
+        resolved = self.resolved[t.info.qualname]
+        while not self.should_stop():
+            with src.conn.transaction():
+                apply.repeatable_read(src.conn)
+                batch = capture.read_batch(src.conn, src.iv, scap, self.batch_size)
+                if batch is None:
+                    return True
+                with tgt.conn.transaction():
+                    apply.begin_replica(tgt.conn)
+                    lock_rows(tgt.conn, t.info, batch.keys)
+                    clash = changed_since(tgt, tcap, self.name, batch.keys) - resolved
+                    clean = [i for i, k in enumerate(batch.keys) if k not in clash and k not in resolved]
+                    if clean:
+                        self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, clean), cols,
+                                                         self.name, makedelta)
+            if clash:
+                self._resolve(t, sorted(clash))
+            capture.advance(src.conn, src.iv, batch.cursor)
+        return False
+
+    # --- conflicts -------------------------------------------------------------------------------------------
+
+    def _resolve(self, t: Table, keys: list[tuple[str, ...]]) -> None:
+        """Both sides locked: compare the rows, let the rule pick a winner per row, write it on the loser."""
+        a, b = self.a, self.b
+        journal = []
+        with a.conn.transaction(), b.conn.transaction():
+            for s in (a, b):
+                apply.begin_replica(s.conn)
+            rows = {s.role: lock_rows(s.conn, t.info, keys, images=True) for s in (a, b)}
+            when = {s.role: last_change(s, s.cap(t.info), self.name, keys) for s in (a, b)} \
+                if t.rule == "latest" else {}
+            for k in keys:
+                src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
+                if src_row != tgt_row:
+                    journal.append((k, src_row, tgt_row, decide(t.rule, when, k)))
+            if t.rule == "abort" and journal:
+                self._journal(t, journal)
+                raise ConflictAbort(_abort_message(t, journal))
+            for winner, loser in ((a, b), (b, a)):
+                won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal if entry[3] == winner.role]
+                if won:
+                    self.counts += write_rows(loser, t.info, won, self.name if self.sync["makedelta"] else None)
+        self.counts.conflicts += len(journal)
+        self.resolved[t.info.qualname].update(keys)
+        self._journal(t, journal)
+
+    def _stop_on_abort_conflicts(self) -> None:
+        """Tables whose rule is abort: look for conflicts before anything is written, so that an abort leaves
+        both sides as they were."""
+        for t in (t for t in self.tables if t.rule == "abort"):
+            found = []
+            for src, tgt in ((self.a, self.b), (self.b, self.a)):
+                iv = Interval(src.iv.sync, src.iv.target, src.iv.done, src.iv.pending, src.iv.cursor)
+                while True:
+                    with src.conn.transaction():
+                        apply.repeatable_read(src.conn)
+                        batch = capture.read_batch(src.conn, iv, src.cap(t.info), self.batch_size)
+                    if batch is None:
+                        break
+                    iv.cursor = batch.cursor
+                    clash = sorted(changed_since(tgt, tgt.cap(t.info), self.name, batch.keys))
+                    if clash:
+                        rows = {s.role: lock_rows(s.conn, t.info, clash, images=True, lock=False)
+                                for s in (self.a, self.b)}
+                        found += [(k, rows["source"].get(k), rows["target"].get(k), "abort") for k in clash
+                                  if rows["source"].get(k) != rows["target"].get(k)]
+            if found:
+                self._journal(t, found)
+                raise ConflictAbort(_abort_message(t, found))
+
+    def _journal(self, t: Table, entries: list) -> None:
+        """Records conflicts (the key typed as in the row images); an abort already journaled with the same rows
+        is not repeated at each retry."""
+        if not entries:
+            return
+        self.control.execute("""
+            INSERT INTO pgrepl.conflict (sync, tablename, key, source_db, target_db, source_row, target_row,
+                                         rule, winner)
+            SELECT %(sync)s, %(table)s, k.key, %(source_db)s, %(target_db)s, e.source_row, e.target_row,
+                   %(rule)s, e.winner
+              FROM unnest(%(source_rows)s::jsonb[], %(target_rows)s::jsonb[], %(winners)s::text[])
+                   AS e(source_row, target_row, winner),
+                   LATERAL (SELECT jsonb_object_agg(col, coalesce(e.source_row -> col, e.target_row -> col)) AS key
+                              FROM unnest(%(pkey)s::text[]) AS col) AS k
+             WHERE e.winner <> 'abort' OR NOT EXISTS (
+                   SELECT 1 FROM pgrepl.conflict c
+                    WHERE c.sync = %(sync)s AND c.tablename = %(table)s AND c.key = k.key AND c.winner = 'abort'
+                      AND c.source_row IS NOT DISTINCT FROM e.source_row
+                      AND c.target_row IS NOT DISTINCT FROM e.target_row)""",
+                             {"sync": self.name, "table": t.info.qualname, "source_db": self.a.db,
+                              "target_db": self.b.db, "rule": t.rule, "pkey": list(t.info.pkey),
+                              "source_rows": [e[1] for e in entries], "target_rows": [e[2] for e in entries],
+                              "winners": [_WINNER_NAMES[e[3]] for e in entries]})
+
+    # --- truncate and sequences ------------------------------------------------------------------------------
+
+    def _truncations(self) -> set[str]:
+        """A table truncated on either side during the run's intervals is copied whole from the side of the most
+        recent TRUNCATE to the other (Bucardo's rule): that side's later changes win, the other side's rows go.
+        Returns the tables copied."""
+        copied = set()
+        truncated = {s.role: capture.truncated_in(s.conn, s.iv, [s.cap(t.info) for t in self.tables])
+                     for s in (self.a, self.b)}
+        for t in self.tables:
+            on = [s for s in (self.a, self.b) if s.cap(t.info).id in truncated[s.role]]
+            if not on:
+                continue
+            winner = max(on, key=lambda s: last_truncate(s, s.cap(t.info)))
+            loser = self.b if winner is self.a else self.a
+            with winner.conn.transaction():
+                apply.repeatable_read(winner.conn)
+                with loser.conn.transaction():
+                    apply.begin_replica(loser.conn)
+                    self.counts += apply.copy_table(winner.conn, loser.conn, t.info, apply.columns(winner.conn, t.info),
+                                                    self.delete_method)
+                    if self.sync["makedelta"]:
+                        loser.conn.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
+                                           (loser.cap(t.info).id, self.name))
+            copied.add(t.info.qualname)
+        return copied
+
+    def _sequences(self) -> None:
+        """The higher value wins on both sides (Bucardo's `highest`)."""
+        for s in self.sequences:
+            query = sql.SQL("SELECT last_value, is_called FROM {}").format(s.ident)
+            (va, ca), (vb, cb) = (self.a.conn.execute(query).fetchone(), self.b.conn.execute(query).fetchone())
+            if (va, ca) == (vb, cb):
+                continue
+            winner, (value, called) = ((self.a, (va, ca)) if (va, ca) > (vb, cb) else (self.b, (vb, cb)))
+            loser = self.b if winner is self.a else self.a
+            loser.conn.execute("SELECT setval(%s::regclass, %s, %s)",
+                               (sql.SQL("{}").format(s.ident).as_string(loser.conn), value, called))
+
+
+_WINNER_NAMES = {"source": "source", "target": "target", "skip": "none", "abort": "abort"}
+
+
+def decide(rule: str, when: dict, key: tuple[str, ...]) -> str:
+    """The winning side of a conflict on KEY: source, target, skip (neither) or abort."""
+    if rule == "latest":
+        src, tgt = when["source"].get(key), when["target"].get(key)
+        return "target" if tgt is not None and (src is None or tgt > src) else "source"
+    return rule
+
+
+def _abort_message(t: Table, entries: list) -> str:
+    keys = ", ".join(str(dict(zip(t.info.pkey, entry[0], strict=True))) for entry in entries[:5])
+    more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+    return (f"Conflict on {t.info.qualname} (standard_conflict abort), key {keys}{more}: the run stopped and "
+            "nothing was applied; make the rows agree or change the rule, see `pgrepl list conflicts`")
+
+
+def _subset(batch: Batch, indexes: list[int]) -> Batch:
+    return Batch(batch.capture, [batch.keys[i] for i in indexes], [batch.present[i] for i in indexes], batch.cursor)
+
+
+# --- SQL on one side -----------------------------------------------------------------------------------------
+
+def _key_text(table: TableInfo, alias: str) -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k))
+                              for k in table.pkey)
+
+
+def _key_params(table: TableInfo, keys: list[tuple[str, ...]]) -> dict:
+    return {f"k{i}": [k[i] for k in keys] for i in range(len(table.pkey))}
+
+
+def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False,
+              lock: bool = True) -> dict[tuple[str, ...], str]:
+    """Locks the existing rows of KEYS (FOR UPDATE, in key order: writers wait, no deadlock between our own
+    batches); with images, returns each row as jsonb text by key (a missing key: the row does not exist)."""
+    if not keys:
+        return {}
+    q = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join} ORDER BY {order} {lock}").format(
+        keytext=_key_text(table, "x"), image=sql.SQL("to_jsonb(x)::text" if images else "NULL"), t=table.ident,
+        keys=apply.keys_relation(table, False), join=apply.key_join(table, "x"),
+        order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey),
+        lock=sql.SQL("FOR UPDATE OF x" if lock else ""))
+    return {tuple(r[:-1]): r[-1] for r in conn.execute(q, _key_params(table, keys))}
+
+
+def _since_done(alias: str) -> sql.Composed:
+    """Delta rows committed on a side since its last run (done), not written there by this sync."""
+    return sql.SQL("{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
+                   "AND NOT pg_visible_in_snapshot({a}.txid, %(done)s::pg_snapshot) "
+                   "AND {a}.origin IS DISTINCT FROM %(sync)s").format(a=sql.Identifier(alias))
+
+
+def changed_since(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """KEYS changed on SIDE since its last run (in its interval, or after: a change that raced with the run)."""
+    if not keys:
+        return set()
+    t = cap.table
+    q = sql.SQL("SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
+        keytext=_key_text(t, "d"), delta=cap.delta, keys=apply.keys_relation(t, False), join=apply.key_join(t, "d"),
+        since=_since_done("d"))
+    return {tuple(r) for r in side.conn.execute(q, {**_key_params(t, keys), "done": side.iv.done, "sync": sync})}
+
+
+def _commit_time(side: Side, alias: str) -> sql.Composed:
+    """When a delta row's transaction committed; without track_commit_timestamp, when it started."""
+    a = sql.Identifier(alias)
+    if side.commit_ts:
+        return sql.SQL("coalesce(pg_xact_commit_timestamp(({a}.txid::text::bigint %% 4294967296)::text::xid), "
+                       "{a}.captured)").format(a=a)
+    return sql.SQL("{a}.captured").format(a=a)
+
+
+def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]) -> dict:
+    """For each of KEYS, when its last change on SIDE since the last run committed."""
+    t = cap.table
+    q = sql.SQL("SELECT {keytext}, max({when}) FROM {delta} d JOIN {keys} ON {join} WHERE {since} "
+                "GROUP BY {group}").format(
+        keytext=_key_text(t, "d"), when=_commit_time(side, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
+        join=apply.key_join(t, "d"), since=_since_done("d"),
+        group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey))
+    params = {**_key_params(t, keys), "done": side.iv.done, "sync": sync}
+    return {tuple(r[:-1]): r[-1] for r in side.conn.execute(q, params)}
+
+
+def last_truncate(side: Side, cap: Capture):
+    q = sql.SQL("SELECT max({when}) FROM pgrepl.truncate_log l WHERE l.capture_id = %(id)s AND {interval}").format(
+        when=_commit_time(side, "l"), interval=capture.in_interval("l"))
+    iv = side.iv
+    return side.conn.execute(q, {"id": cap.id, "done": iv.done, "pending": iv.pending, "sync": iv.sync}).fetchone()[0]
+
+
+def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], str | None]],
+               origin: str | None) -> Counts:
+    """In the caller's transaction on SIDE: each key takes the given row image (jsonb text), or is deleted
+    (None). origin: also record the keys in SIDE's delta store (makedelta)."""
+    keys = [key for key, image in rows]
+    params = {f"k{i}": [k[i] for k in keys] for i in range(len(table.pkey))}
+    deleted = side.conn.execute(sql.SQL("DELETE FROM {t} USING {keys} WHERE {join}").format(
+        t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join(table, table.relname)),
+        params).rowcount
+    images = [image for key, image in rows if image is not None]
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in apply.columns(side.conn, table))
+    inserted = side.conn.execute(sql.SQL(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)"
+    ).format(t=table.ident, cols=cols), {"rows": "[" + ",".join(images) + "]"}).rowcount if images else 0
+    if origin is not None:
+        apply.record_keys(side.conn, side.cap(table), Batch(side.cap(table), keys, [True] * len(keys), []), origin)
+    return Counts(inserts=max(inserted - deleted, 0), updates=min(inserted, deleted), deletes=max(deleted - inserted, 0))
+
+
+# --- the journal ---------------------------------------------------------------------------------------------
+
+def list_conflicts(conn: psycopg.Connection, syncs: list[str]) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM pgrepl.conflict WHERE cardinality(%(s)s::text[]) = 0 OR sync = ANY(%(s)s) "
+                           "ORDER BY detected, id", {"s": syncs}).fetchall()
+
+
+def purge_conflicts(conn: psycopg.Connection, older_than: str) -> int:
+    """Deletes journal entries older than the interval; returns how many."""
+    interval = catalog.parse_interval(conn, older_than)
+    if interval is None:
+        raise PgreplError(f'purge conflicts needs an interval such as "30 days", not "{older_than}"')
+    return conn.execute("DELETE FROM pgrepl.conflict WHERE detected < now() - %s", (interval,)).rowcount
