@@ -154,11 +154,6 @@ from ansible_collections.pgrepl.cluster.plugins.module_utils import preflight  #
 from ansible_collections.pgrepl.cluster.plugins.module_utils.control import (  # noqa: E402
     PgreplError, PgreplModule, catalog, psycopg)
 
-try:
-    from pgrepl import capture
-except ImportError:
-    capture = None  # PgreplModule reports the missing library
-
 
 def shown(s):
     if not s:
@@ -189,24 +184,6 @@ def absent(m, name, current):
                 m.fail('Cannot remove sync "%s": %s' % (name, str(e).strip()))
             m.actions.extend('remove the capture of %s' % r for r in removed)
     m.exit(shown(current), {}, sync={}, removed_captures=removed)
-
-
-def drop_leftovers(conn, old, new):
-    """After catalog.update_sync: drop the positions (and captures) the new definition no longer uses.
-
-    update_sync decides what to keep from the sync's old source and targets rather than the new ones, so a target
-    that leaves keeps a consumer on the source (which pins the purge of the delta stores for ever), and a source
-    that changes keeps its triggers. Library calls only; harmless once update_sync does it itself."""
-    if old['type'] == 'fullcopy':
-        return
-    keep = set(catalog.directions(new)) if new['type'] != 'fullcopy' else set()
-    sources = set(src for src, tgt in keep)
-    for src, tgt in sorted(set(catalog.directions(old)) - keep):
-        with catalog.member_connect(conn, src, 'pgrepl update') as db:
-            if src in sources:
-                capture.remove_consumer(db, new['name'], tgt)
-            else:   # the sync reads nothing in this database any more
-                capture.unsubscribe(db, new['name'])
 
 
 def missing_refs(m, p):
@@ -279,8 +256,7 @@ def main():
             changes = dict(definition, **simple)
             if 'checktime' in changes:   # update_sync parses the text itself
                 changes['checktime'] = p['checktime']
-            new = m.run(catalog.update_sync, m.conn, name, **changes)
-            m.run(drop_leftovers, m.conn, current, new)
+            m.run(catalog.update_sync, m.conn, name, **changes)
         if activate:
             m.run(catalog.set_active, m.conn, name, p['active'])
     m.exit(shown(current), shown(after), sync=shown(after))
