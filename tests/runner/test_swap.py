@@ -221,3 +221,15 @@ def test_without_makedelta_master2_writes_stop_at_master(pgbench_env):
     assert e.q("master", "SELECT trim(filler) FROM pgbench_accounts WHERE aid = 7") == [("written on master2",)]
     e.cli("kick", "benchdeltaalpha", "--wait", "30")
     assert e.q("slave", "SELECT trim(filler) FROM pgbench_accounts WHERE aid = 7") == [("",)]
+
+
+def test_notify_wakes_the_swap_from_either_side(env):
+    """capture_notify=on and a long poll interval: a write on either side is applied at once."""
+    env.cli("set", "capture_notify=on", "poll_interval=60")
+    swap_sync(env, "source")
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")   # the worker is up and listening on both sides
+    env.x(TGT, "UPDATE t SET v = 'from target' WHERE id = 1")
+    env.wait_for(lambda: rows(env, SRC)[1] == "from target", timeout=10, what="target's write on the source")
+    env.x(SRC, "UPDATE t SET v = 'from source' WHERE id = 2")
+    env.wait_for(lambda: rows(env, TGT)[2] == "from source", timeout=10, what="source's write on the target")

@@ -167,7 +167,7 @@ class SyncWorker:
             retry = [d.retry_at - now for d in self.directions.values() if d.failures]
             if retry:
                 wait = min(wait, max(min(retry), 0.05))
-            listened = [self.control] + [d.src for d in self.directions.values() if d.src is not None]
+            listened = [self.control] + [c for d in self.directions.values() for c in (d.src, d.tgt) if c is not None]
             self.stopper.wait(listened, wait if time.monotonic() - last_check < 600 else 0)
             last_check = time.monotonic()
 
@@ -198,7 +198,8 @@ class SyncWorker:
             if d.src is None:
                 d.src = self._connect(d.source, listen=self.settings["capture_notify"] == "on")
             if d.tgt is None:
-                d.tgt = self._connect(d.target)
+                # a swap's target is a source too: its changes wake the worker as well
+                d.tgt = self._connect(d.target, listen=kind == "swap" and self.settings["capture_notify"] == "on")
             if kind in ("delta", "swap") and kick is None and not work(d, probe=True):
                 return True
             self._state("running")
