@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, capture, catalog, worker
+from . import __version__, capture, catalog, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -316,7 +316,6 @@ def cmd_list(a: Args, conn) -> int:
     elif kind == "sync":
         rows = catalog.list_syncs(conn)
     else:
-        from . import swap
         rows = swap.list_conflicts(conn, names)
         names = []
     if names:   # NAME or schema.NAME
@@ -599,7 +598,6 @@ def cmd_purge(a: Args, conn) -> int:
             out(f"Dropped {t}")
         out(f"Freezer tables dropped: {len(dropped)}")
     elif what == "conflicts" and len(a.words) == 3:
-        from . import swap
         out(f"Conflicts purged: {swap.purge_conflicts(conn, a.words[2])}")
     else:
         raise Usage("usage: pgrepl purge delta INTERVAL | purge runs INTERVAL | purge archive --keep DAYS | "

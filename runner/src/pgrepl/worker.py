@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog
+from . import alert, apply, capture, catalog, swap
 from .db import connect, member_conninfo
 from .errors import PgreplError
 
@@ -252,7 +252,6 @@ class SyncWorker:
 
     def _delta(self, sync: dict, kicks: list[int]) -> bool:
         if sync["type"] == "swap":
-            from . import swap  # the master/master logic lives apart from the one-way path
             return swap.run(self, sync, kicks)
         kick = kicks[-1] if kicks else None
         tables = catalog.sync_tables(self.control, sync)
