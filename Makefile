@@ -7,14 +7,17 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo test deps venv lint test-runner test-modules test-molecule lab-up lab-down collection bench bench-swap clean
+.PHONY: demo demo-local test deps venv lint test-runner test-modules test-molecule lab-up lab-down collection bench bench-swap clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
-## make demo: the founding document's walk-through with pgrepl, a pgbench workload, replication status.
-## Until the lab deploy lands (lab/demo.sh), it runs on three local PostgreSQL clusters.
+## make demo: the lab's three hosts, site.yml deployed on them, pgbench on both masters, kicks, status, tables side by side.
 demo: deps venv
-	$(call step,"demo: founding walk-through on local clusters")
+	$(call step,"demo: the founding document's cluster on the lab (lab/demo.sh)")
+	lab/demo.sh
+
+## The same walk-through with the CLI alone, on three local PostgreSQL clusters (no containers, no Ansible).
+demo-local: deps venv
 	$(PY) scripts/demo_local.py
 
 ## make test: installs everything, then each layer of the suite, in order
@@ -25,6 +28,8 @@ test: deps venv
 	$(MAKE) --no-print-directory test-runner
 	$(call step,"module tests (ansible-playbook against local clusters)")
 	$(MAKE) --no-print-directory test-modules
+	$(call step,"molecule scenarios on the lab (default, failover-of-a-target, topology)")
+	$(MAKE) --no-print-directory test-molecule
 
 deps:
 	scripts/install-deps.sh

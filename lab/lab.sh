@@ -79,6 +79,11 @@ ensure_container() {
     if [[ $have != "$want" ]]; then
       echo "==> $name: image or settings changed, re-creating it"
       podman rm -f --time 10 "$name" >/dev/null
+    elif [[ $(podman container inspect -f '{{.State.Status}}' "$name") == running ]] &&
+      ! podman exec "$name" true >/dev/null 2>&1; then
+      # podman's state says running but the processes are gone (the machine restarted under it)
+      echo "==> $name: stale (recorded as running, no process), re-creating it"
+      podman rm -f --time 10 "$name" >/dev/null
     fi
   fi
   if ! podman container exists "$name"; then

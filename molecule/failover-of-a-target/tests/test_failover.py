@@ -1,0 +1,38 @@
+"""After side_effect.yml: slave was down 30 s during 60 s of pgbench on master. It caught up with nothing lost;
+the swap and the fullcopy to master2 ran meanwhile."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
+from lab import HERD_TABLES, checksum, host, pgrepl, sql, wait_for  # noqa: E402
+
+
+def window() -> str:
+    start, end = host("master").file("/var/tmp/pgrepl-failover-window").content_string.split()
+    return f"started BETWEEN to_timestamp({start}) AND to_timestamp({end})"
+
+
+def test_the_outage_was_real_the_pushdelta_to_slave_failed_meanwhile():
+    assert int(sql("master", f"SELECT count(*) FROM pgrepl.run WHERE sync = 'benchdeltaalpha' AND state = 'bad' "
+                             f"AND {window()}", db="pgrepl")) > 0
+
+
+def test_slave_caught_up_with_nothing_lost():
+    pgrepl("master2", "kick", "benchswapgamma", "--wait", "120")
+    pgrepl("master", "kick", "benchdeltaalpha", "--wait", "180")
+    for table in HERD_TABLES:
+        wait_for(lambda t=table: checksum("slave", t) == checksum("master", t), 60, f"{table} equal on slave")
+    assert sql("slave", "SELECT trim(filler) FROM pgbench_accounts WHERE aid = 5") == \
+        "written on master2 during the outage"
+
+
+def test_the_swap_was_not_held_up():
+    runs = sql("master2", f"SELECT count(*) FILTER (WHERE state = 'good') || ' ' || count(*) FILTER (WHERE state = 'bad') "
+                          f"FROM pgrepl.run WHERE sync = 'benchswapgamma' AND {window()}", db="pgrepl").split()
+    assert int(runs[0]) > 0 and int(runs[1]) == 0, runs
+
+
+def test_the_fullcopy_to_master2_was_not_held_up():
+    assert int(sql("master", "SELECT count(*) FROM pgrepl.run WHERE sync = 'benchcopybeta' "
+                             f"AND target = 'test1_master2' AND state = 'good' AND {window()}", db="pgrepl")) > 0
