@@ -236,6 +236,33 @@ def test_remove_sync_removes_its_triggers_and_delta_store(env):
         == [(0,)]
 
 
+def test_a_runner_role_that_owns_no_table_adds_and_removes_its_triggers(env):
+    """The postgresql role's least privilege (no superuser, not the tables' owner): TRIGGER on the tables is
+    enough to add the capture, and removing it must not need the owner (DROP TRIGGER would)."""
+    for host in ("master", "slave"):
+        env.x(host, ITEMS)
+        env.x(host, "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'runner') THEN "
+                    "CREATE ROLE runner LOGIN; END IF; END$$; "
+                    "GRANT CONNECT, CREATE ON DATABASE test1 TO runner; GRANT USAGE ON SCHEMA public TO runner; "
+                    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER ON items TO runner; "
+                    "GRANT SET ON PARAMETER session_replication_role TO runner")
+    for host in ("master", "slave"):
+        env.cli("add", "database", "test1", f"name=test1_{host}", "host=127.0.0.1", f"port={env.c[host].port}",
+                "user=runner")
+    env.cli("set", "capture_notify=on")
+    env.cli("add", "table", "items", "db=test1_master", "herd=h")
+    env.cli("add", "sync", "itemsync", "source=h", "targetdb=test1_slave", "type=pushdelta")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'by a runner that owns nothing')")
+    env.wait_for(lambda: env.q("slave", "SELECT val FROM items") == [("by a runner that owns nothing",)])
+    env.cli("deactivate", "itemsync")
+    env.cli("remove", "sync", "itemsync")
+    assert env.q("master", "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass "
+                           "AND tgname LIKE 'pgrepl%'") == [(0,)]
+    for host in ("master", "slave"):   # the role outlives this test's databases
+        env.x(host, "REVOKE SET ON PARAMETER session_replication_role FROM runner")
+
+
 def test_shared_capture_stays_while_another_sync_reads_it(env):
     items_sync(env)
     env.x("master2", ITEMS)

@@ -63,11 +63,6 @@ CREATE TABLE IF NOT EXISTS pgrepl.consumer (
     updated     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (sync, target)
 );
-CREATE OR REPLACE FUNCTION pgrepl.notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('pgrepl', '');
-    RETURN NULL;
-END $$;
 -- Bucardo's bucardo_purge_delta(interval), for cron jobs and people: deletes the captured keys that every
 -- consumer has applied and that are older than `keep`.
 CREATE OR REPLACE FUNCTION pgrepl.purge_delta(keep interval) RETURNS text LANGUAGE plpgsql AS $$
@@ -254,16 +249,22 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
             conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, txid)").format(
                 sql.Identifier(f"{cap.delta_table}_key"), cap.delta,
                 sql.SQL(", ").join(sql.Identifier(k) for k in table.pkey)))
-        _set_notify_trigger(conn, table, notify)
+        _set_notify_trigger(conn, cap, notify)
     return cap
 
 
-def _set_notify_trigger(conn: psycopg.Connection, table: TableInfo, on: bool) -> None:
-    conn.execute(sql.SQL("DROP TRIGGER IF EXISTS pgrepl_notify ON {}").format(table.ident))
-    if on:
-        conn.execute(sql.SQL(
-            "CREATE TRIGGER pgrepl_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION pgrepl.notify()").format(table.ident))
+def _set_notify_trigger(conn: psycopg.Connection, cap: Capture, on: bool) -> None:
+    """The NOTIFY trigger runs a function of its own per table, owned by the runner: dropping that function
+    (CASCADE) removes the trigger without owning the table (DROP TRIGGER would need the table's owner)."""
+    fn = sql.Identifier(SCHEMA, f"notify_{cap.id}")
+    if not on:
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(fn))
+        return
+    conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$BEGIN PERFORM pg_notify('pgrepl', ''); RETURN NULL; END$$").format(fn))
+    if "pgrepl_notify" not in triggers_on(conn, cap.table):
+        conn.execute(sql.SQL("CREATE TRIGGER pgrepl_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+                             "FOR EACH STATEMENT EXECUTE FUNCTION {}()").format(cap.table.ident, fn))
 
 
 def set_notify(conn: psycopg.Connection, on: bool) -> int:
@@ -273,7 +274,7 @@ def set_notify(conn: psycopg.Connection, on: bool) -> int:
     caps = captures(conn)
     with conn.transaction():
         for cap in caps:
-            _set_notify_trigger(conn, cap.table, on)
+            _set_notify_trigger(conn, cap, on)
     return len(caps)
 
 
@@ -321,11 +322,10 @@ def unsubscribe_table(conn: psycopg.Connection, sync: str, table: TableInfo) -> 
 
 
 def drop(conn: psycopg.Connection, cap: Capture) -> None:
-    exists = conn.execute("SELECT to_regclass(%s)", (sql.SQL("{}").format(cap.table.ident).as_string(conn),)).fetchone()[0]
-    if exists:
-        for trig in (*CAPTURE_TRIGGERS, "pgrepl_notify"):
-            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trig), cap.table.ident))
-    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(SCHEMA, f"capture_{cap.id}")))
+    """Removes a capture. Its triggers go with their functions (DROP FUNCTION ... CASCADE): the runner owns the
+    functions but not the tables, and DROP TRIGGER would need the table's owner."""
+    for fn in (f"notify_{cap.id}", f"capture_{cap.id}"):
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(sql.Identifier(SCHEMA, fn)))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(cap.delta))
     conn.execute("DELETE FROM pgrepl.capture WHERE id = %s", (cap.id,))
 
