@@ -13,12 +13,15 @@ snapshot, streamed (never held in memory), then ANALYZE.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import select
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from . import capture
 from .capture import Batch, Capture, Interval, TableInfo
@@ -55,37 +58,121 @@ def columns(conn: psycopg.Connection, table: TableInfo) -> list[str]:
     return [r[0] for r in rows]
 
 
+COPY_CHUNK = 128 * 1024   # bytes per write to the target: psycopg's largest single write
+
+
+@functools.cache
+def _ctypes_libpq() -> ctypes.CDLL | None:
+    """The libpq that psycopg's pure-Python implementation loaded, with function objects of our own (without
+    argtypes: cheaper calls); None with psycopg's C implementation, whose calls are cheap already."""
+    if pq.__impl__ != "python":
+        return None
+    from psycopg.pq import _pq_ctypes
+    libname = getattr(_pq_ctypes, "libname", None)
+    return ctypes.CDLL(libname) if libname else None
+
+
+def _copy_reader(pgconn: pq.abc.PGconn) -> Callable[[], tuple[int, bytes]]:
+    """PQgetCopyData(async) for one connection, returning (length or -1/-2, row). libpq hands out one row per
+    call, and psycopg's pure-Python libpq wrapper (Debian 12's python3-psycopg) costs more per call than the row
+    itself: call libpq directly through ctypes then, on the very library psycopg loaded."""
+    libpq = _ctypes_libpq()
+    if libpq is None:
+        return functools.partial(pgconn.get_copy_data, 1)
+    get, free, string_at = libpq.PQgetCopyData, libpq.PQfreemem, ctypes.string_at
+    conn_ptr, row = ctypes.c_void_p(pgconn.pgconn_ptr), ctypes.c_void_p()
+    row_ref = ctypes.byref(row)
+
+    def read() -> tuple[int, bytes]:
+        n = get(conn_ptr, row_ref, 1)
+        if n > 0:
+            data = string_at(row, n)
+            free(row)
+            return n, data
+        return n, b""
+    return read
+
+
+def _wait_readable(pgconn: pq.abc.PGconn) -> None:
+    poll = select.poll()
+    poll.register(pgconn.socket, select.POLLIN)
+    poll.poll()
+    pgconn.consume_input()
+
+
+def _end_copy_out(conn: psycopg.Connection) -> None:
+    """Collects the final results of a COPY TO read to its end; raises the error the server sent, if any."""
+    pgconn, error = conn.pgconn, None
+    while True:
+        while pgconn.is_busy():
+            _wait_readable(pgconn)
+        res = pgconn.get_result()
+        if res is None:
+            break
+        if res.status != pq.ExecStatus.COMMAND_OK and error is None:
+            error = res
+    if error is not None:
+        raise psycopg.errors.error_from_result(error, encoding=conn.info.encoding)
+
+
 def stream_copy(src: psycopg.Connection, tgt: psycopg.Connection, copy_out: sql.Composable,
                 copy_in: sql.Composable, params=None) -> int:
-    """COPY ... TO STDOUT on the source piped into COPY ... FROM STDIN on the target, buffer by buffer."""
+    """COPY ... TO STDOUT on the source piped into COPY ... FROM STDIN on the target. The rows are read straight
+    from libpq and written in chunks of COPY_CHUNK bytes: psycopg's copy iterator and writer cost several
+    microseconds per row, which made a copy three times slower than psql's."""
     with src.cursor() as scur, tgt.cursor() as tcur:
-        with scur.copy(copy_out, params) as out, tcur.copy(copy_in) as into:
-            for data in out:
-                into.write(data)
+        with scur.copy(copy_out, params), tcur.copy(copy_in) as into:
+            read, chunk = _copy_reader(src.pgconn), bytearray()
+            while True:
+                n, row = read()
+                if n > 0:
+                    chunk += row
+                    if len(chunk) >= COPY_CHUNK:
+                        into.write(bytes(chunk))
+                        chunk.clear()
+                elif n == 0:
+                    _wait_readable(src.pgconn)
+                elif n == -1:
+                    break
+                else:
+                    raise psycopg.OperationalError(f"COPY from the source failed: {src.pgconn.error_message.decode()}")
+            if chunk:
+                into.write(bytes(chunk))
+            _end_copy_out(src)
         return tcur.rowcount
 
 
+# Planner settings of the batch transactions. Batches look a few thousand keys up in tables that always have a
+# unique index on them: probing it key by key takes milliseconds, while the planner, costing each probe as a
+# random read, often hashes or merges the whole table instead (seconds on a million rows). The next batch of a
+# delta store must come from its (txid, key) index in order, stopping after `batch_size` rows, not from a bitmap
+# scan of the whole interval sorted again for every batch. JIT compiling costs more than such short queries take.
+_KEY_LOOKUPS = ("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+                "SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off")
+
+
 def begin_replica(tgt: psycopg.Connection) -> None:
-    tgt.execute("SET LOCAL session_replication_role = replica")
+    tgt.execute("SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS)
 
 
 def key_params(batch: Batch) -> dict:
-    params = {f"k{i}": [k[i] for k in batch.keys] for i in range(len(batch.capture.table.pkey))}
+    params = {f"k{i}": a for i, a in enumerate(batch.arrays)}
     params["present"] = batch.present
     return params
 
 
 def keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
-    """`(SELECT k0::type0 AS "col0", ... FROM unnest(%(k0)s::text[], ...)) AS k`: the batch's keys, typed."""
+    """`(SELECT u.k0 AS "col0", ... FROM unnest(%(k0)s::type0[], ...) AS u(k0, ...)) AS k`: the batch's keys, from
+    one array literal per key column (and the `present` flags)."""
     names = [f"k{i}" for i in range(len(table.pkey))] + (["present"] if with_present else [])
-    arrays = sql.SQL(", ").join([*(sql.SQL("%({})s::text[]").format(sql.SQL(n)) for n in names[:len(table.pkey)]),
+    arrays = sql.SQL(", ").join([*(sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(typ))
+                                   for i, typ in enumerate(table.pktype)),
                                  *([sql.SQL("%(present)s::bool[]")] if with_present else [])])
-    typed = sql.SQL(", ").join([*(sql.SQL("u.{}::{} AS {}").format(sql.Identifier(f"k{i}"), sql.SQL(typ),
-                                                                   sql.Identifier(col))
-                                  for i, (col, typ) in enumerate(zip(table.pkey, table.pktype, strict=True))),
-                                *([sql.SQL("u.present")] if with_present else [])])
-    return sql.SQL("(SELECT {typed} FROM unnest({arrays}) AS u({names})) AS k").format(
-        typed=typed, arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
+    cols = sql.SQL(", ").join([*(sql.SQL("u.{} AS {}").format(sql.Identifier(f"k{i}"), sql.Identifier(col))
+                                 for i, col in enumerate(table.pkey)),
+                               *([sql.SQL("u.present")] if with_present else [])])
+    return sql.SQL("(SELECT {cols} FROM unnest({arrays}) AS u({names})) AS k").format(
+        cols=cols, arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
 
 
 def key_join(table: TableInfo, left: str, right: str = "k") -> sql.Composed:
@@ -107,7 +194,7 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
     ).format(t=t.ident, keys=keys_relation(t, True), join=key_join(t, t.relname)), params).fetchone()
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     copied = 0
-    if any(batch.present):
+    if batch.existing:
         copied = stream_copy(
             src, tgt,
             sql.SQL("COPY (SELECT {scols} FROM {t} s JOIN {keys} ON {join}) TO STDOUT").format(
@@ -129,7 +216,7 @@ def record_keys(conn: psycopg.Connection, cap: Capture, batch: Batch, origin: st
 
 
 def repeatable_read(conn: psycopg.Connection) -> None:
-    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; " + _KEY_LOOKUPS)
 
 
 def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInfo, cols: list[str],
@@ -232,4 +319,6 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
             counts += c
             on_batch(c)
             capture.advance(src, iv, batch.cursor)
+            if batch.last:
+                break
     return counts, True

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
+from psycopg import postgres, pq, sql
+from psycopg.adapt import Transformer
 
 from .errors import NotFound, Refused
 
@@ -178,26 +179,29 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         conn.execute(SOURCE_SCHEMA)
 
 
-def _capture_function(conn: psycopg.Connection, cap_id: int, delta: sql.Identifier, pkey: tuple[str, ...]) -> sql.Composed:
+# One trigger function per kind of change, each a single INSERT: branching on TG_LEVEL and TG_OP in one function
+# cost a third of the capture's overhead per statement (docs/benchmarks.md). The functions are named after the
+# capture (capture_<id>, capture_<id>_old...): drop() removes them, and with them their triggers.
+CAPTURE_FUNCTIONS = ("", "_old", "_key", "_trunc")
+
+
+def _capture_functions(conn: psycopg.Connection, cap_id: int, delta: sql.Identifier,
+                       pkey: tuple[str, ...]) -> list[sql.Composed]:
     cols = sql.SQL(", ").join(sql.Identifier(k) for k in pkey)
+    bodies = {
+        "": sql.SQL("INSERT INTO {delta} ({cols}) SELECT {cols} FROM new_rows"),          # INSERT, UPDATE
+        "_old": sql.SQL("INSERT INTO {delta} ({cols}) SELECT {cols} FROM old_rows"),      # DELETE
+        # an UPDATE changed the key (row trigger): the old key must go away on the targets
+        "_key": sql.SQL("INSERT INTO {delta} ({cols}) VALUES ({old})"),
+        "_trunc": sql.SQL("INSERT INTO pgrepl.truncate_log (capture_id) VALUES ({cap_id})"),
+    }
     old = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(k)) for k in pkey)
-    body = sql.SQL("""
-BEGIN
-    IF TG_LEVEL = 'ROW' THEN        -- an UPDATE changed the key: the old key must go away on the targets
-        INSERT INTO {delta} ({cols}) VALUES ({old});
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {delta} ({cols}) SELECT {cols} FROM old_rows;
-    ELSIF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO pgrepl.truncate_log (capture_id) VALUES ({cap_id});
-    ELSE
-        INSERT INTO {delta} ({cols}) SELECT {cols} FROM new_rows;
-    END IF;
-    RETURN NULL;
-END""").format(delta=delta, cols=cols, old=old, cap_id=sql.Literal(cap_id)).as_string(conn)
-    return sql.SQL(
+    return [sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
         "SET search_path = pg_catalog, pg_temp AS {body}"
-    ).format(fn=sql.Identifier(SCHEMA, f"capture_{cap_id}"), body=sql.Literal(body))
+    ).format(fn=sql.Identifier(SCHEMA, f"capture_{cap_id}{suffix}"), body=sql.Literal(
+        "BEGIN " + body.format(delta=delta, cols=cols, old=old, cap_id=sql.Literal(cap_id)).as_string(conn)
+        + "; RETURN NULL; END")) for suffix, body in bodies.items()]
 
 
 def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool = False,
@@ -227,8 +231,9 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
             ).format(delta=cap.delta, keycols=keycols))
             conn.execute(sql.SQL("CREATE INDEX {} ON {} (txid, {})").format(
                 sql.Identifier(f"{cap.delta_table}_txid"), cap.delta, keys))
-            conn.execute(_capture_function(conn, cap_id, cap.delta, table.pkey))
-            fn = sql.Identifier(SCHEMA, f"capture_{cap_id}")
+            for ddl in _capture_functions(conn, cap_id, cap.delta, table.pkey):
+                conn.execute(ddl)
+            fn = {f"fn{suffix}": sql.Identifier(SCHEMA, f"capture_{cap_id}{suffix}") for suffix in CAPTURE_FUNCTIONS}
             changed_key = sql.SQL(" OR ").join(
                 sql.SQL("OLD.{k} IS DISTINCT FROM NEW.{k}").format(k=sql.Identifier(k)) for k in table.pkey)
             for ddl in (
@@ -237,12 +242,12 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
                 "CREATE TRIGGER pgrepl_capture_upd AFTER UPDATE ON {t} REFERENCING NEW TABLE AS new_rows "
                 "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
                 "CREATE TRIGGER pgrepl_capture_upd_key AFTER UPDATE ON {t} FOR EACH ROW WHEN ({changed_key}) "
-                "EXECUTE FUNCTION {fn}()",
+                "EXECUTE FUNCTION {fn_key}()",
                 "CREATE TRIGGER pgrepl_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
-                "CREATE TRIGGER pgrepl_capture_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+                "FOR EACH STATEMENT EXECUTE FUNCTION {fn_old}()",
+                "CREATE TRIGGER pgrepl_capture_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn_trunc}()",
             ):
-                conn.execute(sql.SQL(ddl).format(t=table.ident, fn=fn, changed_key=changed_key))
+                conn.execute(sql.SQL(ddl).format(t=table.ident, changed_key=changed_key, **fn))
         conn.execute("INSERT INTO pgrepl.subscription (capture_id, sync) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                      (cap.id, sync))
         if key_index:
@@ -324,7 +329,7 @@ def unsubscribe_table(conn: psycopg.Connection, sync: str, table: TableInfo) -> 
 def drop(conn: psycopg.Connection, cap: Capture) -> None:
     """Removes a capture. Its triggers go with their functions (DROP FUNCTION ... CASCADE): the runner owns the
     functions but not the tables, and DROP TRIGGER would need the table's owner."""
-    for fn in (f"notify_{cap.id}", f"capture_{cap.id}"):
+    for fn in (f"notify_{cap.id}", *(f"capture_{cap.id}{suffix}" for suffix in CAPTURE_FUNCTIONS)):
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(sql.Identifier(SCHEMA, fn)))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(cap.delta))
     conn.execute("DELETE FROM pgrepl.capture WHERE id = %s", (cap.id,))
@@ -435,39 +440,79 @@ def truncated_in(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) ->
     return {r[0] for r in rows}
 
 
+def array_literal(values: Iterable[str]) -> str:
+    """Values in their text form as an array literal ('{"1","2"}') that the array input of any type reads."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+_text_array = Transformer().get_loader(postgres.types["text"].array_oid, pq.Format.TEXT)
+
+
+def parse_array(literal: str) -> list[str]:
+    """An array literal ('{1,"a b"}', as array_out writes it for any type) as the text of its elements."""
+    return _text_array.load(literal.encode())
+
+
 @dataclass
 class Batch:
+    """The distinct changed keys of one table, kept as array literals: SQL takes them as they came, without any
+    Python work per key (a batch holds tens of thousands)."""
     capture: Capture
-    keys: list[tuple[str, ...]]    # distinct changed keys, as text
-    present: list[bool]            # whether each key's row exists on the source (in this transaction's snapshot)
-    cursor: list[str]              # resume point after this batch
+    arrays: list[str]      # one array literal of the key column's type per key column ('{1,2,3}'), keys in key order
+    present: str           # bool array literal: whether each key's row exists on the source (in this snapshot)
+    cursor: list[str]      # resume point after this batch
+    existing: int = 0      # how many keys have a row on the source
+    last: bool = False     # nothing of the table is left in the interval after this batch
+
+    @classmethod
+    def of(cls, capture: Capture, keys: list[tuple[str, ...]], present: list[bool], cursor: list[str]) -> Batch:
+        """A batch from keys as text tuples (swap, row by row)."""
+        arrays = [array_literal(k[i] for k in keys) for i in range(len(capture.table.pkey))]
+        return cls(capture, arrays, "{" + ",".join("t" if p else "f" for p in present) + "}", cursor, sum(present))
+
+    @property
+    def keys(self) -> list[tuple[str, ...]]:
+        """The keys as tuples of their columns' text (swap compares them with what it reads row by row)."""
+        return list(zip(*(parse_array(a) for a in self.arrays), strict=True))
+
+    @property
+    def present_flags(self) -> list[bool]:
+        return [p == "t" for p in parse_array(self.present)]
 
 
 def read_batch(conn: psycopg.Connection, iv: Interval, cap: Capture, limit: int) -> Batch | None:
-    """The next changed keys of CAP inside the interval, at most LIMIT delta rows, in (txid, key) order.
-    Run it in the REPEATABLE READ transaction that also copies the rows, so `present` matches the copy."""
+    """The next changed keys of CAP inside the interval, at most LIMIT delta rows, in (txid, key) order, in one
+    query and one row. Run it in the REPEATABLE READ transaction that also copies the rows (apply.repeatable_read:
+    its planner settings make the presence check probe the key index), so `present` matches the copy."""
     t = cap.table
-    key_text = sql.SQL(", ").join(sql.SQL("d.{}::text").format(sql.Identifier(k)) for k in t.pkey)
-    join = sql.SQL(" AND ").join(sql.SQL("s.{k} = d.{k}").format(k=sql.Identifier(k)) for k in t.pkey)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in t.pkey)
+    dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey)
     params = {"done": iv.done, "pending": iv.pending, "sync": iv.sync, "limit": limit}
     after = sql.SQL("")
     if iv.cursor and int(iv.cursor[0]) == cap.id:
-        cols = sql.SQL(", ").join([sql.SQL("d.txid"), *(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey)])
         vals = sql.SQL(", ").join([sql.SQL("%(c0)s::xid8"), *(
             sql.SQL("{}::{}").format(sql.Placeholder(f"c{i + 1}"), sql.SQL(typ)) for i, typ in enumerate(t.pktype))])
-        after = sql.SQL("AND ({}) > ({})").format(cols, vals)
+        after = sql.SQL("AND (d.txid, {}) > ({})").format(dkeys, vals)
         params.update({f"c{i}": v for i, v in enumerate(iv.cursor[1:])})
-    order = sql.SQL(", ").join([sql.SQL("d.txid"), *(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey)])
-    q = sql.SQL(
-        "SELECT d.txid::text, {key_text}, EXISTS (SELECT 1 FROM {src} s WHERE {join}) "
-        "FROM {delta} d WHERE {interval} {after} ORDER BY {order} LIMIT %(limit)s"
-    ).format(key_text=key_text, src=t.ident, join=join, delta=cap.delta, interval=in_interval("d"), after=after,
-             order=order)
-    rows = conn.execute(q, params).fetchall()
-    if not rows:
+    q = sql.SQL("""
+WITH d AS MATERIALIZED (
+    SELECT d.txid, {dkeys} FROM {delta} d WHERE {interval} {after} ORDER BY d.txid, {dkeys} LIMIT %(limit)s
+), k AS (
+    SELECT {ukeys}, s.{first} IS NOT NULL AS present
+      FROM (SELECT DISTINCT {keys} FROM d) u LEFT JOIN {src} s ON {join}
+     ORDER BY {ukeys}
+)
+SELECT (SELECT ARRAY[d.txid::text, {dtext}] FROM d ORDER BY d.txid DESC, {ddesc} LIMIT 1),
+       (SELECT count(*) < %(limit)s FROM d), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays}
+  FROM k""").format(
+        dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=after, keys=keys, src=t.ident,
+        ukeys=sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(c)) for c in t.pkey),
+        first=sql.Identifier(t.pkey[0]),
+        join=sql.SQL(" AND ").join(sql.SQL("s.{c} = u.{c}").format(c=sql.Identifier(c)) for c in t.pkey),
+        dtext=sql.SQL(", ").join(sql.SQL("d.{}::text").format(sql.Identifier(c)) for c in t.pkey),
+        ddesc=sql.SQL(", ").join(sql.SQL("d.{} DESC").format(sql.Identifier(c)) for c in t.pkey),
+        arrays=sql.SQL(", ").join(sql.SQL("array_agg({})::text").format(sql.Identifier(c)) for c in t.pkey))
+    cursor, last, existing, present, *arrays = conn.execute(q, params).fetchone()
+    if cursor is None:
         return None
-    seen: dict[tuple[str, ...], bool] = {}
-    for row in rows:
-        seen[tuple(row[1:-1])] = row[-1]
-    last = rows[-1]
-    return Batch(cap, list(seen), list(seen.values()), [str(cap.id), last[0], *last[1:-1]])
+    return Batch(cap, arrays, present, [str(cap.id), *cursor], existing, last)

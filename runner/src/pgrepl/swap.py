@@ -146,9 +146,10 @@ class SwapRun:
                     return True
                 with tgt.conn.transaction():
                     apply.begin_replica(tgt.conn)
-                    lock_rows(tgt.conn, t.info, batch.keys)
-                    clash = changed_since(tgt, tcap, self.name, batch.keys) - resolved
-                    clean = [i for i, k in enumerate(batch.keys) if k not in clash and k not in resolved]
+                    keys = batch.keys
+                    lock_rows(tgt.conn, t.info, keys)
+                    clash = changed_since(tgt, tcap, self.name, keys) - resolved
+                    clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved]
                     if clean:
                         self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, clean), cols,
                                                          self.name, makedelta)
@@ -291,7 +292,8 @@ def _abort_message(t: Table, entries: list) -> str:
 
 
 def _subset(batch: Batch, indexes: list[int]) -> Batch:
-    return Batch(batch.capture, [batch.keys[i] for i in indexes], [batch.present[i] for i in indexes], batch.cursor)
+    keys, present = batch.keys, batch.present_flags
+    return Batch.of(batch.capture, [keys[i] for i in indexes], [present[i] for i in indexes], batch.cursor)
 
 
 # --- SQL on one side -----------------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ def _key_text(table: TableInfo, alias: str) -> sql.Composed:
 
 
 def _key_params(table: TableInfo, keys: list[tuple[str, ...]]) -> dict:
-    return {f"k{i}": [k[i] for k in keys] for i in range(len(table.pkey))}
+    return {f"k{i}": capture.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
 
 
 def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False,
@@ -370,7 +372,7 @@ def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], s
     """In the caller's transaction on SIDE: each key takes the given row image (jsonb text), or is deleted
     (None). origin: also record the keys in SIDE's delta store (makedelta)."""
     keys = [key for key, image in rows]
-    params = {f"k{i}": [k[i] for k in keys] for i in range(len(table.pkey))}
+    params = _key_params(table, keys)
     deleted = side.conn.execute(sql.SQL("DELETE FROM {t} USING {keys} WHERE {join}").format(
         t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join(table, table.relname)),
         params).rowcount
@@ -380,7 +382,7 @@ def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], s
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)"
     ).format(t=table.ident, cols=cols), {"rows": "[" + ",".join(images) + "]"}).rowcount if images else 0
     if origin is not None:
-        apply.record_keys(side.conn, side.cap(table), Batch(side.cap(table), keys, [True] * len(keys), []), origin)
+        apply.record_keys(side.conn, side.cap(table), Batch.of(side.cap(table), keys, [True] * len(keys), []), origin)
     return Counts(inserts=max(inserted - deleted, 0), updates=min(inserted, deleted), deletes=max(deleted - inserted, 0))
 
 
