@@ -56,7 +56,7 @@ test-runner: venv
 test-modules: venv collection
 	$(PY) -m pytest -q tests/modules
 
-test-molecule: venv collection
+test-molecule: venv
 	lab/molecule.sh
 
 lab-up: deps venv

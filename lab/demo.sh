@@ -8,6 +8,8 @@ cd "$root"
 export CONTAINERS_CONF=$root/lab/containers.conf
 export ANSIBLE_COLLECTIONS_PATH=$root/.tmp/collections
 export PATH=$root/.venv/bin:$PATH
+# Ansible's own files (its local temporary files) stay in the project.
+export ANSIBLE_HOME=$root/.tmp/ansible-home
 seconds=${DEMO_PGBENCH_SECONDS:-20}
 hosts=(master slave master2)
 tables=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history)

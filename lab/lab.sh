@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The lab: three Debian 12 hosts running systemd, as podman containers on their own network.
 #   lab/lab.sh up      build the image if its recipe changed; create and start whatever is missing
-#   lab/lab.sh down    remove the containers and the network (the image stays, rebuilding it is slow)
+#   lab/lab.sh down    remove the containers and the network (the image and .lab/apt-archives stay: rebuilding
+#                      the one and downloading the other again are slow)
 #   lab/lab.sh status  containers, addresses, systemd state
 # up and down are idempotent.
 set -euo pipefail
 lab=$(cd "$(dirname "$0")" && pwd)
-state=$(dirname "$lab")/.lab # git-ignored: the image build log, the host's ip_forward from before the lab
+state=$(dirname "$lab")/.lab # git-ignored: the image build log, apt's downloads, the host's ip_forward before the lab
 # The project's podman settings (runc, ulimits, capabilities), never the host's.
 export CONTAINERS_CONF=$lab/containers.conf
 
@@ -70,6 +71,12 @@ ensure_container() {
   for other in "${hosts[@]}"; do
     [[ $other == "$host" ]] || args+=(--add-host "$other:${address[$other]}")
   done
+  # The .debs apt downloads stay on this machine, in the project's .lab/apt-archives/HOST (apt's own cache
+  # directory, bind-mounted): a re-created host installs PostgreSQL without downloading it again. The package
+  # lists are not kept: each host runs apt-get update as a fresh one does. One directory per host, as apt locks
+  # its cache directory while it downloads and the hosts install at the same time.
+  mkdir -p "$state/apt-archives/$host"
+  args+=(--volume "$state/apt-archives/$host:/var/cache/apt/archives")
   # systemd as PID 1; SYS_TIME is not granted by containers.conf anyway, dropping it says it must never be.
   args+=(--systemd=always --cap-drop=SYS_TIME "$image" /sbin/init)
   local want have=""

@@ -1,4 +1,4 @@
-"""After side_effect.yml: slave was down 30 s during 60 s of pgbench on master. It caught up with nothing lost;
+"""After side_effect.yml: slave was down 60 s during 80 s of pgbench on master. It caught up with nothing lost;
 the swap and the fullcopy to master2 ran meanwhile."""
 
 import sys
