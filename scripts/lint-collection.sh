@@ -12,6 +12,10 @@ cd "$root"
 export PATH=$root/.venv/bin:$PATH
 export ANSIBLE_COLLECTIONS_PATH=$root/.tmp/collections
 
+# Playbooks name the roles pgrepl.cluster.*: ansible-lint resolves them in the collection as built and installed
+# in .tmp/collections (offline, it installs nothing itself), so build it first.
+scripts/build-collection.sh
+
 echo "==> ansible-lint (production profile)"
 ansible-lint
 
@@ -22,7 +26,6 @@ cache=$HOME/.ansible/test/cache
 mkdir -p "$cache"
 cp scripts/ansible-test-get-pip.py "$cache/get_pip_24_2.py"
 : >"$cache/get_pip_24_2.py.download"
-scripts/build-collection.sh
 version=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["version"])' galaxy.yml)
 copy=$root/.tmp/ansible_collections/pgrepl/cluster
 # A fresh copy each time, except ansible-test's output, which holds the virtual environments it reuses.
