@@ -1,7 +1,7 @@
 """pgrepl benchmark: capture cost on source TPS, catch-up rate of a 1M-change backlog, fullcopy vs a raw COPY pipe.
 
 Two durable PostgreSQL 15 clusters (fsync on) on 127.0.0.1:55471-55472 under /tmp/pgrepl-bench, pgbench scale 10.
-Prints one table; docs/benchmarks.md records a run. `make bench` runs it (about 5 minutes).
+Prints one table; docs/benchmarks.md records a run. `make bench` runs it (about 2 minutes).
 """
 
 from __future__ import annotations
@@ -63,14 +63,19 @@ def main() -> None:
         base_tps = tps(src)
         pgrepl(control, "add", "all", "tables", "db=source", "-T", "pgbench_history", "--herd=alpha")
         pgrepl(control, "add", "sync", "delta", "source=alpha", "targetdb=target", "type=pushdelta")
+        # The triggers alone (the runner not started: nothing is applied), then with the runner applying to the
+        # target on the same two cores, as it does in production on another host.
+        capture_tps = tps(src)
         daemon = subprocess.Popen([sys.executable, "-m", "pgrepl", "run"], env=env, stderr=subprocess.DEVNULL)
         poll_tps = tps(src)
         pgrepl(control, "set", "capture_notify=on")
         notify_tps = tps(src)
         pgrepl(control, "set", "capture_notify=off")
         rows.append(("source TPS, no capture (pgbench -c 4, scale 10)", f"{base_tps:,.0f}", "", ""))
-        rows.append(("TPS ratio with capture, polling (default)", f"{poll_tps / base_tps:.2f}", ">= 0.85",
-                     poll_tps / base_tps >= 0.85))
+        rows.append(("TPS ratio with capture triggers alone (runner stopped)", f"{capture_tps / base_tps:.2f}",
+                     ">= 0.85", capture_tps / base_tps >= 0.85))
+        rows.append(("TPS ratio with capture, runner applying, polling (default)", f"{poll_tps / base_tps:.2f}",
+                     ">= 0.85", poll_tps / base_tps >= 0.85))
         rows.append(("TPS ratio with capture, NOTIFY per statement", f"{notify_tps / base_tps:.2f}", "", ""))
 
         # catch-up: 1,000,000 changed rows captured while the runner is stopped
@@ -93,10 +98,11 @@ def main() -> None:
         pgrepl(control, "deactivate", "delta")
         pgrepl(control, "add", "table", "pgbench_accounts", "db=source", "herd=accounts")
         pgrepl(control, "add", "sync", "copy", "source=accounts", "targetdb=target", "type=fullcopy")
-        # Both copies read the same clean table: the catch-up above left a million dead rows and unset hint bits,
-        # which the first reader would pay for alone.
+        # Both copies start from the same quiet state: the catch-up above left a million dead rows, unset hint bits
+        # and a checkpoint's worth of dirty pages, which the first copy would pay for alone.
         for c in (src, tgt):
             c.execute("test1", "VACUUM pgbench_accounts")
+            c.execute("test1", "CHECKPOINT")
         t0 = time.monotonic()
         pgrepl(control, "kick", "copy", "--wait", "600")
         runner_copy = time.monotonic() - t0
