@@ -6,6 +6,7 @@ import time
 
 import psycopg
 import pytest
+from pgrepl import db
 
 ITEMS = "CREATE TABLE items (id int PRIMARY KEY, val text, n int DEFAULT 0)"
 
@@ -168,6 +169,17 @@ def test_target_down_retries_and_catches_up_while_others_run(env):
         env.c["slave"].start()
     env.wait_same("master", "slave", "items", timeout=60)
     assert "failed (attempt" in env.daemon_log()
+
+
+def test_member_connections_detect_a_silent_peer_unless_the_conninfo_says_otherwise(clusters):
+    """Keepalives and tcp_user_timeout on every TCP connection the runner opens (a half-open connection to a
+    vanished host must not hang a worker); values the catalog's conninfo sets win."""
+    dsn = f"host=127.0.0.1 port={clusters['slave'].port} user=postgres dbname=postgres"
+    with db.connect(dsn) as conn:
+        params = conn.info.get_parameters()
+        assert (params.get("keepalives_idle"), params.get("tcp_user_timeout")) == ("30", "60000")
+    with db.connect(dsn + " keepalives_idle=7") as conn:
+        assert conn.info.get_parameters().get("keepalives_idle") == "7"
 
 
 def test_sigterm_stops_between_batches_and_resumes(env):

@@ -40,10 +40,19 @@ def control_conninfo(explicit: str | None = None) -> str:
     return "dbname=pgrepl"
 
 
+# A peer gone without a word (host down, network cut) must not hang a worker on a half-open TCP connection: libpq's
+# keepalives notice an idle one within a minute, tcp_user_timeout one with unacknowledged writes. A conninfo that
+# sets any of them keeps its own values. (Unix-socket connections ignore them.)
+TCP_SETTINGS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
+                "tcp_user_timeout": "60000"}
+
+
 def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = True, **kw) -> psycopg.Connection:
     try:
+        given = psycopg.conninfo.conninfo_to_dict(conninfo)
+        tcp = {k: v for k, v in TCP_SETTINGS.items() if k not in given and k not in kw}
         return psycopg.connect(conninfo, autocommit=autocommit, application_name=application_name,
-                               connect_timeout=kw.pop("connect_timeout", 10), **kw)
+                               connect_timeout=kw.pop("connect_timeout", 10), **tcp, **kw)
     except psycopg.OperationalError as e:
         raise PgreplError(f"cannot connect to {_redacted(conninfo)}: {str(e).strip()}") from e
 
