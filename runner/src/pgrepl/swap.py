@@ -151,7 +151,7 @@ class SwapRun:
                     clash = changed_since(tgt, tcap, self.name, keys) - resolved
                     clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved]
                     if clean:
-                        self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, clean), cols,
+                        self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols,
                                                          self.name, makedelta)
             if clash:
                 self._resolve(t, sorted(clash))
@@ -291,8 +291,11 @@ def _abort_message(t: Table, entries: list) -> str:
             "nothing was applied; make the rows agree or change the rule, see `pgrepl list conflicts`")
 
 
-def _subset(batch: Batch, indexes: list[int]) -> Batch:
-    keys, present = batch.keys, batch.present_flags
+def _subset(batch: Batch, keys: list[tuple[str, ...]], indexes: list[int]) -> Batch:
+    """The keys of BATCH at INDEXES (KEYS: batch.keys, already parsed by the caller); BATCH itself when all are."""
+    if len(indexes) == len(keys):
+        return batch
+    present = batch.present_flags
     return Batch.of(batch.capture, [keys[i] for i in indexes], [present[i] for i in indexes], batch.cursor)
 
 
