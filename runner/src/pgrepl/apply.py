@@ -1,11 +1,14 @@
 """Apply: move changes from a source database to a target, set-based, in bounded transactions.
 
-pushdelta (and each direction of a swap), one batch of at most `batch_size` changed keys at a time:
-    source, REPEATABLE READ:  read the batch's keys (and whether each row still exists), COPY those rows out
+pushdelta (and each direction of a swap), one batch of whole source transactions at a time (delta.py):
+    source, REPEATABLE READ:  read the batch's keys, table by table (and whether each row still exists), COPY
+                              those rows out
     target, one transaction:  session_replication_role = replica (target triggers, ours included, do not fire),
-                              DELETE the keys, COPY the rows in, then record the batch as applied
-A backlog of millions of changes is many such transactions, never one giant one, and memory holds one batch
-of keys and one COPY buffer. Applying a key copies the row as it is now: applying it twice changes nothing.
+                              for every table of the batch: DELETE the keys, COPY the rows in
+    source:                   the consumer's cursor moves past the batch (compare-and-set)
+A backlog of millions of changes is many such transactions, never one giant one (but a source transaction is
+never split), and memory holds one batch of keys and one COPY buffer. Applying a key copies the row as it is now:
+applying it twice changes nothing, so a crash between the target's commit and the cursor's move redoes one batch.
 
 fullcopy: per target, one transaction empties every table of the herd and COPYs it whole from one source
 snapshot, streamed (never held in memory), then ANALYZE.
@@ -23,8 +26,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import pq, sql
 
-from . import capture
-from .capture import Batch, Capture, Interval, TableInfo
+from . import capture, delta
+from .capture import Capture, TableInfo
+from .delta import Batch, Interval
 
 log = logging.getLogger("pgrepl.apply")
 
@@ -162,23 +166,22 @@ def key_params(batch: Batch) -> dict:
 
 
 def keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
-    """`(SELECT u.k0 AS "col0", ... FROM unnest(%(k0)s::type0[], ...) AS u(k0, ...)) AS k`: the batch's keys, from
-    one array literal per key column (and the `present` flags)."""
+    """`(SELECT * FROM unnest(%(k0)s::type0[], ...) AS u(k0, ...)) AS k`: the batch's keys, from one array literal
+    per key column (and the `present` flags). Its columns are named k0, k1... (and present), never after the
+    table's own columns, so no key column name can clash with them."""
     names = [f"k{i}" for i in range(len(table.pkey))] + (["present"] if with_present else [])
     arrays = sql.SQL(", ").join([*(sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(typ))
                                    for i, typ in enumerate(table.pktype)),
                                  *([sql.SQL("%(present)s::bool[]")] if with_present else [])])
-    cols = sql.SQL(", ").join([*(sql.SQL("u.{} AS {}").format(sql.Identifier(f"k{i}"), sql.Identifier(col))
-                                 for i, col in enumerate(table.pkey)),
-                               *([sql.SQL("u.present")] if with_present else [])])
-    return sql.SQL("(SELECT {cols} FROM unnest({arrays}) AS u({names})) AS k").format(
-        cols=cols, arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
+    return sql.SQL("(SELECT * FROM unnest({arrays}) AS u({names})) AS k").format(
+        arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
 
 
-def key_join(table: TableInfo, left: str, right: str = "k") -> sql.Composed:
-    return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(c),
-                                                                 sql.Identifier(right), sql.Identifier(c))
-                                 for c in table.pkey)
+def key_join(left: str, cols: tuple[str, ...] | list[str]) -> sql.Composed:
+    """LEFT.cols[i] = k.k{i}: a relation's key columns against the batch's keys (keys_relation)."""
+    return sql.SQL(" AND ").join(sql.SQL("{}.{} = k.{}").format(sql.Identifier(left), sql.Identifier(c),
+                                                                sql.Identifier(f"k{i}"))
+                                 for i, c in enumerate(cols))
 
 
 def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
@@ -189,9 +192,9 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
     t = batch.capture.table
     params = key_params(batch)
     updated, deleted = tgt.execute(sql.SQL(
-        "WITH d AS (DELETE FROM {t} USING {keys} WHERE {join} RETURNING k.present) "
+        "WITH d AS (DELETE FROM {t} AS t USING {keys} WHERE {join} RETURNING k.present) "
         "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM d"
-    ).format(t=t.ident, keys=keys_relation(t, True), join=key_join(t, t.relname)), params).fetchone()
+    ).format(t=t.ident, keys=keys_relation(t, True), join=key_join("t", t.pkey)), params).fetchone()
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     copied = 0
     if batch.existing:
@@ -199,7 +202,7 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
             src, tgt,
             sql.SQL("COPY (SELECT {scols} FROM {t} s JOIN {keys} ON {join}) TO STDOUT").format(
                 scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-                t=t.ident, keys=keys_relation(t, False), join=key_join(t, "s")),
+                t=t.ident, keys=keys_relation(t, False), join=key_join("s", t.pkey)),
             sql.SQL("COPY {t} ({cols}) FROM STDIN").format(t=t.ident, cols=collist),
             params)
     if target_capture is not None:
@@ -210,9 +213,10 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
 def record_keys(conn: psycopg.Connection, cap: Capture, batch: Batch, origin: str | None) -> None:
     """Writes the batch's keys into a delta store, as the capture triggers would (cascades, `makedelta`)."""
     t = cap.table
-    conn.execute(sql.SQL("INSERT INTO {delta} (origin, {cols}) SELECT %(origin)s, {cols} FROM {keys}").format(
-        delta=cap.delta, cols=sql.SQL(", ").join(sql.Identifier(c) for c in t.pkey),
-        keys=keys_relation(t, False)), {**key_params(batch), "origin": origin})
+    conn.execute(sql.SQL("INSERT INTO {delta} (origin, {cols}) SELECT %(origin)s, {keys} FROM {rel}").format(
+        delta=cap.delta, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cap.keycols),
+        keys=sql.SQL(", ").join(sql.SQL("k.{}").format(sql.Identifier(f"k{i}")) for i in range(len(t.pkey))),
+        rel=keys_relation(t, False)), {**key_params(batch), "origin": origin})
 
 
 def repeatable_read(conn: psycopg.Connection) -> None:
@@ -234,12 +238,14 @@ def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInf
 
 
 def full_copy(src: psycopg.Connection, tgt: psycopg.Connection, tables: list[TableInfo],
-              delete_method: str = "delete", only_empty: bool = False, analyze: bool = True) -> tuple[Counts, str]:
-    """Copies TABLES whole from one source snapshot, in one target transaction. Returns the counts and the
-    source snapshot (every change visible in it is now on the target). only_empty: skip tables that have rows
-    on the target (onetimecopy=2)."""
+              delete_method: str = "delete", only_empty: bool = False,
+              analyze: bool = True) -> tuple[Counts, str, list[TableInfo]]:
+    """Copies TABLES whole from one source snapshot, in one target transaction. Returns the counts, the source
+    snapshot (every change visible in it is now on the copied tables) and the tables skipped. only_empty: skip
+    tables that have rows on the target (onetimecopy=2)."""
     counts = Counts()
     copied: list[TableInfo] = []
+    skipped: list[TableInfo] = []
     with src.transaction():
         repeatable_read(src)
         snapshot = src.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
@@ -247,13 +253,14 @@ def full_copy(src: psycopg.Connection, tgt: psycopg.Connection, tables: list[Tab
             begin_replica(tgt)
             for t in tables:
                 if only_empty and tgt.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(t.ident)).fetchone()[0]:
+                    skipped.append(t)
                     continue
                 counts += copy_table(src, tgt, t, columns(src, t), delete_method)
                 copied.append(t)
     if analyze:
         for t in copied:
             analyze_table(tgt, t)
-    return counts, snapshot
+    return counts, snapshot, skipped
 
 
 def analyze_table(conn: psycopg.Connection, table: TableInfo) -> None:
@@ -278,47 +285,44 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                   batch_size: int, origin: str | None = None, makedelta: bool = False,
                   delete_method: str = "delete", should_stop: Callable[[], bool] = lambda: False,
                   on_batch: Callable[[Counts], None] = lambda c: None) -> tuple[Counts, bool]:
-    """Applies every change of the interval to the target, batch by batch, resuming after iv.cursor.
-    Returns (counts, finished); finished is False when should_stop() asked to stop between batches."""
+    """Applies every change of the interval to the target, batch by batch, resuming after iv.cursor. Each batch
+    is whole source transactions across every table, in one target transaction; tables truncated in the interval
+    are copied whole by the first batch. Returns (counts, finished); finished is False when should_stop() asked
+    to stop between batches."""
     counts = Counts()
-    truncated = capture.truncated_in(src, iv, caps)
     tgt_caps = {}
     if makedelta and capture.has_schema(tgt):
         tgt_caps = {(c.table.schemaname, c.table.relname): c for c in capture.captures(tgt)}
-    start = int(iv.cursor[0]) if iv.cursor else 0
-    for cap in caps:
-        if cap.id < start:
-            continue
-        cols = columns(src, cap.table)
-        tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
-        if cap.id in truncated:
-            if iv.cursor is None or int(iv.cursor[0]) != cap.id:  # not copied yet in this interval
-                with src.transaction():
-                    repeatable_read(src)
-                    with tgt.transaction():
-                        begin_replica(tgt)
-                        c = copy_table(src, tgt, cap.table, cols, delete_method)
-                        if tcap is not None:  # the whole table changed: cascade it as a truncate
-                            tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
-                                        (tcap.id, origin))
-                counts += c
-                on_batch(c)
-                capture.advance(src, iv, [str(cap.id), "", *[""] * len(cap.table.pkey)])
-            continue
-        while True:
-            if should_stop():
-                return counts, False
-            with src.transaction():
-                repeatable_read(src)
-                batch = capture.read_batch(src, iv, cap, batch_size)
-                if batch is None:
-                    break
-                with tgt.transaction():
-                    begin_replica(tgt)
-                    c = apply_batch(src, tgt, batch, cols, origin, tcap)
-            counts += c
-            on_batch(c)
-            capture.advance(src, iv, batch.cursor)
-            if batch.last:
-                break
-    return counts, True
+    cols = {cap.id: columns(src, cap.table) for cap in caps}
+    truncated: set[int] | None = None
+    while not should_stop():
+        batch_counts = Counts()
+        with src.transaction():
+            repeatable_read(src)
+            delta.start_interval(src, iv)
+            if truncated is None:
+                truncated = delta.truncated_in(src, iv, caps)
+                by_key = [c for c in caps if c.id not in truncated]
+            upto, last = delta.next_cut(src, iv, by_key, batch_size)
+            whole = [c for c in caps if c.id in truncated] if iv.cursor is None else []
+            if upto is None and not whole:
+                return counts, True   # (close_interval records an interval that found nothing)
+            with tgt.transaction():
+                begin_replica(tgt)
+                for cap in whole:
+                    tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
+                    batch_counts += copy_table(src, tgt, cap.table, cols[cap.id], delete_method)
+                    if tcap is not None:  # the whole table changed: cascade it as a truncate
+                        tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
+                                    (tcap.id, origin))
+                for cap in by_key if upto is not None else ():
+                    batch = delta.read_keys(src, iv, cap, upto)
+                    if batch is not None:
+                        tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
+                        batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)
+        delta.advance(src, iv, [upto or ""])
+        counts += batch_counts
+        on_batch(batch_counts)
+        if last:
+            return counts, True
+    return counts, False

@@ -1,18 +1,15 @@
-"""Capture: what the runner installs in a source database, and how it reads what was captured.
+"""Capture: what the runner installs in a source database to record changes, and how it removes it.
 
 In each source database, schema `pgrepl` holds:
-  capture        one row per captured table: its delta store `delta_<id>` and its primary key
-  delta_<id>     (txid, captured, origin, <pk columns>): the keys of changed rows, written by statement-level
-                 AFTER triggers from transition tables (one INSERT per statement, not per row); a row-level
-                 trigger fires only when an UPDATE changes the primary key, to record the old key too
+  capture        one row per captured table: its delta store `delta_<id>`, its primary key, and the delta store's
+                 names for the key columns
+  delta_<id>     (txid, captured, origin, k1..kn): the keys of changed rows, written by statement-level AFTER
+                 triggers from transition tables (one INSERT per statement, not per row); a row-level trigger fires
+                 only when an UPDATE changes the primary key, to record the old key too. Key columns get positional
+                 names, so that a table whose key is called `txid` or `origin` can be captured too.
   truncate_log   TRUNCATEs of captured tables
   subscription   which sync reads which captured table: triggers stay while a subscription does
-  consumer       per (sync, target): the snapshot `done` up to which changes are applied on that target, and
-                 while applying, the snapshot `pending` and a resume cursor inside it
-
-Why snapshots and not sequence numbers: a transaction that starts first may commit last. A change belongs to
-the interval (done, pending] when its transaction is visible in `pending` and not in `done`: every committed
-transaction falls into exactly one interval, whatever the commit order.
+  consumer       per (sync, target): how far changes are applied (see delta.py, which reads the delta stores)
 """
 
 from __future__ import annotations
@@ -21,10 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import postgres, pq, sql
-from psycopg.adapt import Transformer
+from psycopg import sql
 
-from .errors import NotFound, Refused
+from .errors import Refused
 
 SCHEMA = "pgrepl"
 NOTIFY_CHANNEL = "pgrepl"
@@ -49,6 +45,8 @@ CREATE TABLE IF NOT EXISTS pgrepl.truncate_log (
     captured    timestamptz NOT NULL DEFAULT now(),
     origin      text
 );
+-- version 2: the delta store's key column names (NULL: named as the table's key, before version 2)
+ALTER TABLE pgrepl.capture ADD COLUMN IF NOT EXISTS keycols text[];
 CREATE INDEX IF NOT EXISTS truncate_log_txid ON pgrepl.truncate_log (txid);
 CREATE TABLE IF NOT EXISTS pgrepl.subscription (
     capture_id  int NOT NULL REFERENCES pgrepl.capture ON DELETE CASCADE,
@@ -89,7 +87,9 @@ BEGIN
     END LOOP;
     RETURN format('Rows deleted from delta: %s Rows deleted from truncate_log: %s', deleted, truncates);
 END $$;
+COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 2';
 """
+SOURCE_VERSION = "pgrepl source schema 2"
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Capture:
     id: int
     table: TableInfo
     delta_table: str
-
+    keycols: tuple[str, ...] = ()   # the key's columns in the delta store, in key order
     @property
     def delta(self) -> sql.Identifier:
         return sql.Identifier(SCHEMA, self.delta_table)
@@ -174,9 +174,17 @@ def match(tables: Iterable[TableInfo], name: str) -> list[TableInfo]:
 # --- install and remove --------------------------------------------------------------------------------------
 
 def ensure_schema(conn: psycopg.Connection) -> None:
+    """Creates or upgrades the source schema (idempotent)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgrepl.capture'))")
         conn.execute(SOURCE_SCHEMA)
+
+
+def ensure_current(conn: psycopg.Connection) -> None:
+    """Upgrades a source schema left by an older pgrepl; cheap when it is current (runners call it on connect)."""
+    version = conn.execute("SELECT obj_description(to_regnamespace('pgrepl'), 'pg_namespace')").fetchone()[0]
+    if version != SOURCE_VERSION and has_schema(conn):
+        ensure_schema(conn)
 
 
 # One trigger function per kind of change, each a single INSERT: branching on TG_LEVEL and TG_OP in one function
@@ -185,14 +193,16 @@ def ensure_schema(conn: psycopg.Connection) -> None:
 CAPTURE_FUNCTIONS = ("", "_old", "_key", "_trunc")
 
 
-def _capture_functions(conn: psycopg.Connection, cap_id: int, delta: sql.Identifier,
-                       pkey: tuple[str, ...]) -> list[sql.Composed]:
+def _capture_functions(conn: psycopg.Connection, cap: Capture) -> list[sql.Composed]:
+    pkey, delta = cap.table.pkey, cap.delta
     cols = sql.SQL(", ").join(sql.Identifier(k) for k in pkey)
+    dcols = sql.SQL(", ").join(sql.Identifier(k) for k in cap.keycols)
+    cap_id = cap.id
     bodies = {
-        "": sql.SQL("INSERT INTO {delta} ({cols}) SELECT {cols} FROM new_rows"),          # INSERT, UPDATE
-        "_old": sql.SQL("INSERT INTO {delta} ({cols}) SELECT {cols} FROM old_rows"),      # DELETE
+        "": sql.SQL("INSERT INTO {delta} ({dcols}) SELECT {cols} FROM new_rows"),          # INSERT, UPDATE
+        "_old": sql.SQL("INSERT INTO {delta} ({dcols}) SELECT {cols} FROM old_rows"),      # DELETE
         # an UPDATE changed the key (row trigger): the old key must go away on the targets
-        "_key": sql.SQL("INSERT INTO {delta} ({cols}) VALUES ({old})"),
+        "_key": sql.SQL("INSERT INTO {delta} ({dcols}) VALUES ({old})"),
         "_trunc": sql.SQL("INSERT INTO pgrepl.truncate_log (capture_id) VALUES ({cap_id})"),
     }
     old = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(k)) for k in pkey)
@@ -200,7 +210,7 @@ def _capture_functions(conn: psycopg.Connection, cap_id: int, delta: sql.Identif
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
         "SET search_path = pg_catalog, pg_temp AS {body}"
     ).format(fn=sql.Identifier(SCHEMA, f"capture_{cap_id}{suffix}"), body=sql.Literal(
-        "BEGIN " + body.format(delta=delta, cols=cols, old=old, cap_id=sql.Literal(cap_id)).as_string(conn)
+        "BEGIN " + body.format(delta=delta, cols=cols, dcols=dcols, old=old, cap_id=sql.Literal(cap_id)).as_string(conn)
         + "; RETURN NULL; END")) for suffix, body in bodies.items()]
 
 
@@ -216,22 +226,23 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgrepl.capture'))")
         cap = find(conn, table)
         if cap is None:
+            keycols = tuple(f"k{i + 1}" for i in range(len(table.pkey)))
             cap_id = conn.execute(
-                "INSERT INTO pgrepl.capture (schemaname, relname, delta_table, pkey, pktype) "
-                "VALUES (%s, %s, '', %s, %s) RETURNING id",
-                (table.schemaname, table.relname, list(table.pkey), list(table.pktype))).fetchone()[0]
-            cap = Capture(cap_id, table, f"delta_{cap_id}")
+                "INSERT INTO pgrepl.capture (schemaname, relname, delta_table, pkey, pktype, keycols) "
+                "VALUES (%s, %s, '', %s, %s, %s) RETURNING id",
+                (table.schemaname, table.relname, list(table.pkey), list(table.pktype), list(keycols))).fetchone()[0]
+            cap = Capture(cap_id, table, f"delta_{cap_id}", keycols)
             conn.execute("UPDATE pgrepl.capture SET delta_table = %s WHERE id = %s", (cap.delta_table, cap_id))
-            keycols = sql.SQL(", ").join(
-                sql.SQL("{} {} NOT NULL").format(sql.Identifier(k), sql.SQL(t)) for k, t in zip(table.pkey, table.pktype, strict=True))
-            keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.pkey)
+            keydefs = sql.SQL(", ").join(
+                sql.SQL("{} {} NOT NULL").format(sql.Identifier(k), sql.SQL(t)) for k, t in zip(keycols, table.pktype, strict=True))
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in keycols)
             conn.execute(sql.SQL(
                 "CREATE TABLE {delta} (txid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
-                "captured timestamptz NOT NULL DEFAULT now(), origin text, {keycols})"
-            ).format(delta=cap.delta, keycols=keycols))
+                "captured timestamptz NOT NULL DEFAULT now(), origin text, {keydefs})"
+            ).format(delta=cap.delta, keydefs=keydefs))
             conn.execute(sql.SQL("CREATE INDEX {} ON {} (txid, {})").format(
                 sql.Identifier(f"{cap.delta_table}_txid"), cap.delta, keys))
-            for ddl in _capture_functions(conn, cap_id, cap.delta, table.pkey):
+            for ddl in _capture_functions(conn, cap):
                 conn.execute(ddl)
             fn = {f"fn{suffix}": sql.Identifier(SCHEMA, f"capture_{cap_id}{suffix}") for suffix in CAPTURE_FUNCTIONS}
             changed_key = sql.SQL(" OR ").join(
@@ -253,7 +264,7 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
         if key_index:
             conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, txid)").format(
                 sql.Identifier(f"{cap.delta_table}_key"), cap.delta,
-                sql.SQL(", ").join(sql.Identifier(k) for k in table.pkey)))
+                sql.SQL(", ").join(sql.Identifier(k) for k in cap.keycols)))
         _set_notify_trigger(conn, cap, notify)
     return cap
 
@@ -283,13 +294,6 @@ def set_notify(conn: psycopg.Connection, on: bool) -> int:
     return len(caps)
 
 
-def register_consumer(conn: psycopg.Connection, sync: str, target: str) -> None:
-    """A new (sync, target) starts from now: what committed before is assumed present on the target already
-    (use onetimecopy otherwise). Idempotent: an existing consumer keeps its position."""
-    conn.execute("INSERT INTO pgrepl.consumer (sync, target, done) VALUES (%s, %s, pg_current_snapshot()) "
-                 "ON CONFLICT DO NOTHING", (sync, target))
-
-
 def unsubscribe(conn: psycopg.Connection, sync: str) -> list[str]:
     """Removes SYNC's subscriptions and consumers; drops the triggers and delta store of every table no sync
     reads any more. Returns the tables whose capture was removed."""
@@ -305,12 +309,6 @@ def unsubscribe(conn: psycopg.Connection, sync: str) -> list[str]:
                 drop(conn, cap)
                 removed.append(cap.table.qualname)
     return removed
-
-
-def remove_consumer(conn: psycopg.Connection, sync: str, target: str) -> None:
-    """SYNC no longer feeds TARGET (its targets changed)."""
-    if has_schema(conn):
-        conn.execute("DELETE FROM pgrepl.consumer WHERE sync = %s AND target = %s", (sync, target))
 
 
 def unsubscribe_table(conn: psycopg.Connection, sync: str, table: TableInfo) -> bool:
@@ -340,8 +338,9 @@ def has_schema(conn: psycopg.Connection) -> bool:
 
 
 def captures(conn: psycopg.Connection) -> list[Capture]:
-    rows = conn.execute("SELECT id, schemaname, relname, delta_table, pkey, pktype FROM pgrepl.capture ORDER BY id")
-    return [Capture(i, TableInfo(s, r, "table", tuple(pk), tuple(pt)), d) for i, s, r, d, pk, pt in rows]
+    rows = conn.execute("SELECT id, schemaname, relname, delta_table, pkey, pktype, coalesce(keycols, pkey) "
+                        "FROM pgrepl.capture ORDER BY id")
+    return [Capture(i, TableInfo(s, r, "table", tuple(pk), tuple(pt)), d, tuple(kc)) for i, s, r, d, pk, pt, kc in rows]
 
 
 def find(conn: psycopg.Connection, table: TableInfo) -> Capture | None:
@@ -355,164 +354,3 @@ def triggers_on(conn: psycopg.Connection, table: TableInfo) -> list[str]:
         "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname LIKE 'pgrepl%%' ORDER BY 1",
         (sql.SQL("{}").format(table.ident).as_string(conn),)).fetchall()
     return [r[0] for r in rows]
-
-
-# --- reading what was captured -------------------------------------------------------------------------------
-
-@dataclass
-class Interval:
-    """Changes visible in `pending` and not in `done`, for one (sync, target); `cursor` is where to resume."""
-    sync: str
-    target: str
-    done: str
-    pending: str
-    cursor: list[str] | None   # [capture id, txid, key values...] of the last applied delta row
-
-
-def consumer_position(conn: psycopg.Connection, sync: str, target: str) -> tuple[str, str | None, list | None]:
-    row = conn.execute("SELECT done::text, pending::text, cursor FROM pgrepl.consumer WHERE sync = %s AND target = %s",
-                       (sync, target)).fetchone()
-    if row is None:
-        raise NotFound(f'No consumer "{sync}" -> "{target}" in the source database: was the sync added?')
-    return row
-
-
-def has_new_changes(conn: psycopg.Connection, sync: str, caps: list[Capture], done: str) -> bool:
-    """Cheap check: is anything committed since `done` for this sync? (uses the (txid, key) index)"""
-    if not caps:
-        return False
-    probes = [sql.SQL(
-        "SELECT 1 FROM {d} WHERE txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
-        "AND NOT pg_visible_in_snapshot(txid, %(done)s::pg_snapshot) "
-        "AND pg_visible_in_snapshot(txid, pg_current_snapshot()) AND origin IS DISTINCT FROM %(sync)s"
-    ).format(d=c.delta) for c in caps]
-    probes.append(sql.SQL(
-        "SELECT 1 FROM pgrepl.truncate_log WHERE capture_id = ANY(%(ids)s) "
-        "AND txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND NOT pg_visible_in_snapshot(txid, %(done)s::pg_snapshot) "
-        "AND pg_visible_in_snapshot(txid, pg_current_snapshot()) AND origin IS DISTINCT FROM %(sync)s"))
-    q = sql.SQL("SELECT EXISTS ({})").format(sql.SQL(" UNION ALL ").join(sql.SQL("({} LIMIT 1)").format(p) for p in probes))
-    return conn.execute(q, {"done": done, "sync": sync, "ids": [c.id for c in caps]}).fetchone()[0]
-
-
-def open_interval(conn: psycopg.Connection, sync: str, target: str) -> Interval:
-    """The interval being applied, or a new one ending now. The caller checked has_new_changes()."""
-    done, pending, cursor = consumer_position(conn, sync, target)
-    if pending is None:
-        pending = conn.execute(
-            "UPDATE pgrepl.consumer SET pending = pg_current_snapshot(), cursor = NULL, updated = now() "
-            "WHERE sync = %s AND target = %s RETURNING pending::text", (sync, target)).fetchone()[0]
-        cursor = None
-    return Interval(sync, target, done, pending, cursor)
-
-
-def advance(conn: psycopg.Connection, iv: Interval, cursor: list[str]) -> None:
-    iv.cursor = cursor
-    conn.execute("UPDATE pgrepl.consumer SET cursor = %s, updated = now() WHERE sync = %s AND target = %s",
-                 (cursor, iv.sync, iv.target))
-
-
-def close_interval(conn: psycopg.Connection, iv: Interval) -> None:
-    conn.execute("UPDATE pgrepl.consumer SET done = pending, pending = NULL, cursor = NULL, updated = now() "
-                 "WHERE sync = %s AND target = %s", (iv.sync, iv.target))
-
-
-def reset_consumer(conn: psycopg.Connection, sync: str, target: str, snapshot: str) -> None:
-    """After a full copy taken at SNAPSHOT: every change visible in it is on the target."""
-    conn.execute("UPDATE pgrepl.consumer SET done = %s::pg_snapshot, pending = NULL, cursor = NULL, updated = now() "
-                 "WHERE sync = %s AND target = %s", (snapshot, sync, target))
-
-
-def in_interval(alias: str) -> sql.Composed:
-    """The delta rows of an interval: visible in `pending`, not in `done`, and not applied by the sync itself."""
-    return sql.SQL(
-        "{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND {a}.txid < pg_snapshot_xmax(%(pending)s::pg_snapshot) "
-        "AND pg_visible_in_snapshot({a}.txid, %(pending)s::pg_snapshot) "
-        "AND NOT pg_visible_in_snapshot({a}.txid, %(done)s::pg_snapshot) "
-        "AND {a}.origin IS DISTINCT FROM %(sync)s").format(a=sql.Identifier(alias))
-
-
-def truncated_in(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) -> set[int]:
-    """Ids of the captures truncated during the interval: those tables are copied whole instead."""
-    query = sql.SQL("SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
-                    "AND {}").format(in_interval("l"))
-    params = {"ids": [c.id for c in caps], "done": iv.done, "pending": iv.pending, "sync": iv.sync}
-    rows = conn.execute(query, params).fetchall()
-    return {r[0] for r in rows}
-
-
-def array_literal(values: Iterable[str]) -> str:
-    """Values in their text form as an array literal ('{"1","2"}') that the array input of any type reads."""
-    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
-
-
-_text_array = Transformer().get_loader(postgres.types["text"].array_oid, pq.Format.TEXT)
-
-
-def parse_array(literal: str) -> list[str]:
-    """An array literal ('{1,"a b"}', as array_out writes it for any type) as the text of its elements."""
-    return _text_array.load(literal.encode())
-
-
-@dataclass
-class Batch:
-    """The distinct changed keys of one table, kept as array literals: SQL takes them as they came, without any
-    Python work per key (a batch holds tens of thousands)."""
-    capture: Capture
-    arrays: list[str]      # one array literal of the key column's type per key column ('{1,2,3}'), keys in key order
-    present: str           # bool array literal: whether each key's row exists on the source (in this snapshot)
-    cursor: list[str]      # resume point after this batch
-    existing: int = 0      # how many keys have a row on the source
-    last: bool = False     # nothing of the table is left in the interval after this batch
-
-    @classmethod
-    def of(cls, capture: Capture, keys: list[tuple[str, ...]], present: list[bool], cursor: list[str]) -> Batch:
-        """A batch from keys as text tuples (swap, row by row)."""
-        arrays = [array_literal(k[i] for k in keys) for i in range(len(capture.table.pkey))]
-        return cls(capture, arrays, "{" + ",".join("t" if p else "f" for p in present) + "}", cursor, sum(present))
-
-    @property
-    def keys(self) -> list[tuple[str, ...]]:
-        """The keys as tuples of their columns' text (swap compares them with what it reads row by row)."""
-        return list(zip(*(parse_array(a) for a in self.arrays), strict=True))
-
-    @property
-    def present_flags(self) -> list[bool]:
-        return [p == "t" for p in parse_array(self.present)]
-
-
-def read_batch(conn: psycopg.Connection, iv: Interval, cap: Capture, limit: int) -> Batch | None:
-    """The next changed keys of CAP inside the interval, at most LIMIT delta rows, in (txid, key) order, in one
-    query and one row. Run it in the REPEATABLE READ transaction that also copies the rows (apply.repeatable_read:
-    its planner settings make the presence check probe the key index), so `present` matches the copy."""
-    t = cap.table
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in t.pkey)
-    dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey)
-    params = {"done": iv.done, "pending": iv.pending, "sync": iv.sync, "limit": limit}
-    after = sql.SQL("")
-    if iv.cursor and int(iv.cursor[0]) == cap.id:
-        vals = sql.SQL(", ").join([sql.SQL("%(c0)s::xid8"), *(
-            sql.SQL("{}::{}").format(sql.Placeholder(f"c{i + 1}"), sql.SQL(typ)) for i, typ in enumerate(t.pktype))])
-        after = sql.SQL("AND (d.txid, {}) > ({})").format(dkeys, vals)
-        params.update({f"c{i}": v for i, v in enumerate(iv.cursor[1:])})
-    q = sql.SQL("""
-WITH d AS MATERIALIZED (
-    SELECT d.txid, {dkeys} FROM {delta} d WHERE {interval} {after} ORDER BY d.txid, {dkeys} LIMIT %(limit)s
-), k AS (
-    SELECT {ukeys}, s.{first} IS NOT NULL AS present
-      FROM (SELECT DISTINCT {keys} FROM d) u LEFT JOIN {src} s ON {join}
-     ORDER BY {ukeys}
-)
-SELECT (SELECT ARRAY[d.txid::text, {dtext}] FROM d ORDER BY d.txid DESC, {ddesc} LIMIT 1),
-       (SELECT count(*) < %(limit)s FROM d), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays}
-  FROM k""").format(
-        dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=after, keys=keys, src=t.ident,
-        ukeys=sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(c)) for c in t.pkey),
-        first=sql.Identifier(t.pkey[0]),
-        join=sql.SQL(" AND ").join(sql.SQL("s.{c} = u.{c}").format(c=sql.Identifier(c)) for c in t.pkey),
-        dtext=sql.SQL(", ").join(sql.SQL("d.{}::text").format(sql.Identifier(c)) for c in t.pkey),
-        ddesc=sql.SQL(", ").join(sql.SQL("d.{} DESC").format(sql.Identifier(c)) for c in t.pkey),
-        arrays=sql.SQL(", ").join(sql.SQL("array_agg({})::text").format(sql.Identifier(c)) for c in t.pkey))
-    cursor, last, existing, present, *arrays = conn.execute(q, params).fetchone()
-    if cursor is None:
-        return None
-    return Batch(cap, arrays, present, [str(cap.id), *cursor], existing, last)

@@ -9,19 +9,20 @@ and the catalog part last, so that a failure leaves the catalog as it was.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import psycopg
 from psycopg.rows import dict_row
 
-from . import capture
+from . import capture, delta
 from .capture import TableInfo
 from .db import connect, member_conninfo
 from .errors import NotFound, PgreplError, Refused
 from .settings import SETTINGS, validate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
 CONFLICT_RULES = ("source", "target", "latest", "skip", "abort")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -126,6 +127,10 @@ CREATE TABLE pgrepl.conflict (             -- the swap syncs' conflict journal
     detected    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX conflict_sync_detected ON pgrepl.conflict (sync, detected);
+""", 2: """
+-- who this control database is, for the sources it drives: syncs are named "sync@id" there (source_name)
+CREATE TABLE pgrepl.identity (id text PRIMARY KEY, one boolean NOT NULL DEFAULT true UNIQUE CHECK (one));
+INSERT INTO pgrepl.identity (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 10));
 """}
 
 
@@ -259,6 +264,26 @@ def remove_db(conn: psycopg.Connection, name: str) -> None:
 
 def member_connect(conn: psycopg.Connection, db_name: str, purpose: str = "pgrepl") -> psycopg.Connection:
     return connect(member_conninfo(get_db(conn, db_name)), application_name=purpose)
+
+
+def source_name(conn: psycopg.Connection, sync: str) -> str:
+    """SYNC's name in the source databases: qualified by this control database's identity, so that two control
+    databases with a sync of the same name on one source never touch each other's positions or captures."""
+    (control_id,) = conn.execute("SELECT id FROM pgrepl.identity").fetchone()
+    return f"{sync}@{control_id}"
+
+
+@contextmanager
+def sync_source(conn: psycopg.Connection, db_name: str, sync: str,
+                purpose: str = "pgrepl") -> Iterator[tuple[psycopg.Connection, str]]:
+    """A connection to a database where SYNC captures, with the sync's name there; a source schema left by an
+    older pgrepl is upgraded, and the sync's rows recorded under its bare name are taken over."""
+    name = source_name(conn, sync)
+    with member_connect(conn, db_name, purpose) as src:
+        if capture.has_schema(src):
+            capture.ensure_current(src)
+            delta.adopt(src, sync, name)
+        yield src, name
 
 
 # --- database groups -----------------------------------------------------------------------------------------
@@ -444,8 +469,8 @@ def remove_from_herd(conn: psycopg.Connection, herd: str, qualnames: Iterable[st
         for q in gone:
             if members[q]["kind"] == "table" and s["type"] != "fullcopy":
                 for db in _capture_dbs(conn, s):
-                    with member_connect(conn, db) as src:
-                        capture.unsubscribe_table(src, s["name"], relation_info(members[q]))
+                    with sync_source(conn, db, s["name"]) as (src, name):
+                        capture.unsubscribe_table(src, name, relation_info(members[q]))
     for q in gone:
         conn.execute("DELETE FROM pgrepl.herd_member WHERE herd = %s AND relation = %s", (herd, members[q]["id"]))
     return gone
@@ -550,7 +575,7 @@ def _install_capture(conn, sync: dict) -> None:
     notify = all_settings(conn)["capture_notify"] == "on"
     tables = sync_tables(conn, sync)
     for src_db, tgt_db in directions(sync):
-        with member_connect(conn, src_db, "pgrepl install") as src:
+        with sync_source(conn, src_db, sync["name"], "pgrepl install") as (src, name):
             if src_db == sync["source"]:
                 local = tables
             else:   # the other side of a swap: same tables, described in that database
@@ -563,19 +588,19 @@ def _install_capture(conn, sync: dict) -> None:
                                       f'of swap sync "{sync["name"]}"')
                     local.append(hit[0])
             for t in local:
-                capture.install(src, t, sync["name"], notify, key_index=sync["type"] == "swap")
-            capture.register_consumer(src, sync["name"], tgt_db)
+                capture.install(src, t, name, notify, key_index=sync["type"] == "swap")
+            delta.register_consumer(src, name, tgt_db)
 
 
 def _sync_consumers(conn, sync: dict, old_targets: list[str], new_targets: list[str]) -> None:
     """A sync's targets changed: consumers of new targets start from now, those of old ones go."""
     if sync["type"] != "pushdelta":
         return
-    with member_connect(conn, sync["source"]) as src:
+    with sync_source(conn, sync["source"], sync["name"]) as (src, name):
         for t in set(new_targets) - set(old_targets):
-            capture.register_consumer(src, sync["name"], t)
+            delta.register_consumer(src, name, t)
         for t in set(old_targets) - set(new_targets):
-            capture.remove_consumer(src, sync["name"], t)
+            delta.remove_consumer(src, name, t)
 
 
 def _source_dbs_of_delta_syncs(conn) -> list[dict]:
@@ -696,11 +721,11 @@ def remove_sync(conn: psycopg.Connection, name: str, keep_capture_for: dict | No
             return {(db, t) for db in _capture_dbs(conn, s) for t in sync_tables(conn, s)}
 
         for src_db, tgt_db in pairs(sync) - pairs(keep_capture_for):
-            with member_connect(conn, src_db) as src:
-                capture.remove_consumer(src, name, tgt_db)
+            with sync_source(conn, src_db, name) as (src, there):
+                delta.remove_consumer(src, there, tgt_db)
         for db, table in captured(sync) - captured(keep_capture_for):
-            with member_connect(conn, db) as src:
-                capture.unsubscribe_table(src, name, table)
+            with sync_source(conn, db, name) as (src, there):
+                capture.unsubscribe_table(src, there, table)
     with conn.transaction():
         conn.execute("DELETE FROM pgrepl.sync_state WHERE sync = %s", (name,))
         conn.execute("DELETE FROM pgrepl.sync WHERE name = %s", (name,))
@@ -711,8 +736,8 @@ def remove_sync(conn: psycopg.Connection, name: str, keep_capture_for: dict | No
 def _remove_capture(conn, sync: dict) -> list[str]:
     removed = []
     for db in dict.fromkeys(_capture_dbs(conn, sync)):
-        with member_connect(conn, db, "pgrepl remove") as src:
-            removed += [f"{db}: {t}" for t in capture.unsubscribe(src, sync["name"])]
+        with sync_source(conn, db, sync["name"], "pgrepl remove") as (src, name):
+            removed += [f"{db}: {t}" for t in capture.unsubscribe(src, name)]
     return removed
 
 

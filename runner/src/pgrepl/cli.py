@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, capture, catalog, swap, worker
+from . import __version__, capture, catalog, delta, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -573,8 +573,8 @@ def cmd_check(a: Args, conninfo: str) -> int:
                 continue
             for src_db, tgt_db in catalog.directions(s):
                 try:
-                    with catalog.member_connect(conn, src_db) as src:
-                        capture.consumer_position(src, s["name"], tgt_db)
+                    with catalog.sync_source(conn, src_db, s["name"]) as (src, name):
+                        delta.consumer_position(src, name, tgt_db)
                         missing = [t.qualname for t in catalog.sync_tables(conn, s)
                                    if len(capture.triggers_on(src, t)) < len(capture.CAPTURE_TRIGGERS)]
                     report(not missing, f'sync {s["name"]}: capture on {src_db} for {tgt_db}'

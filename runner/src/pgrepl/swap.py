@@ -29,12 +29,14 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import apply, capture, catalog
+from . import apply, capture, catalog, delta
 from .apply import Counts
-from .capture import Batch, Capture, Interval, TableInfo
+from .capture import Capture, TableInfo
+from .delta import Batch, Interval
 from .errors import PgreplError
 
 RULES = ("source", "target", "latest", "skip", "abort")
+
 DEFAULT_RULE = "latest"   # a herd member without standard_conflict (Bucardo 5's default, bucardo_latest)
 
 
@@ -70,17 +72,19 @@ class Side:
 def run(worker, sync: dict, kicks: list[int]) -> bool:
     """One swap run (both ways) as one recorded run of the worker, retried with backoff when it fails."""
     d = worker.direction(sync["source"], sync["targets"][0])
-    work = functools.partial(_work, worker.control, worker.settings, sync, lambda: worker.stopper.stopping)
+    work = functools.partial(_work, worker.control, worker.settings, sync, worker.source_name,
+                             lambda: worker.stopper.stopping)
     return worker.run_direction(d, "swap", kicks[-1] if kicks else None, work)
 
 
-def _work(control, settings: dict, sync: dict, should_stop: Callable[[], bool], d, probe: bool) -> Counts | bool:
+def _work(control, settings: dict, sync: dict, key: str, should_stop: Callable[[], bool], d,
+          probe: bool) -> Counts | bool:
     a = _side(d.src, sync["source"], "source")
     b = _side(d.tgt, sync["targets"][0], "target")
     tables = sync_tables(control, sync)
     if probe:
-        return any(_has_work(s, o, sync["name"], tables) for s, o in ((a, b), (b, a)))
-    return SwapRun(control, settings, sync, a, b, tables, catalog.sync_tables(control, sync, "sequence"),
+        return any(_has_work(s, o, key, tables) for s, o in ((a, b), (b, a)))
+    return SwapRun(control, settings, sync, key, a, b, tables, catalog.sync_tables(control, sync, "sequence"),
                    should_stop).run()
 
 
@@ -91,8 +95,8 @@ def _side(conn: psycopg.Connection, db: str, role: str) -> Side:
 
 
 def _has_work(side: Side, other: Side, sync: str, tables: list[Table]) -> bool:
-    done, pending = capture.consumer_position(side.conn, sync, other.db)[:2]
-    return pending is not None or capture.has_new_changes(side.conn, sync, [side.cap(t.info) for t in tables], done)
+    done, pending = delta.consumer_position(side.conn, sync, other.db)[:2]
+    return pending is not None or delta.has_new_changes(side.conn, sync, [side.cap(t.info) for t in tables], done)
 
 
 def sync_tables(control: psycopg.Connection, sync: dict) -> list[Table]:
@@ -102,9 +106,10 @@ def sync_tables(control: psycopg.Connection, sync: dict) -> list[Table]:
 
 
 class SwapRun:
-    def __init__(self, control, settings: dict, sync: dict, a: Side, b: Side, tables: list[Table],
+    def __init__(self, control, settings: dict, sync: dict, key: str, a: Side, b: Side, tables: list[Table],
                  sequences: list[TableInfo], should_stop: Callable[[], bool]) -> None:
-        self.control, self.sync, self.name = control, sync, sync["name"]
+        # name: in the control database (journal); key: in the two databases (positions, origins)
+        self.control, self.sync, self.name, self.key = control, sync, sync["name"], key
         self.a, self.b = a, b
         self.tables, self.sequences = tables, sequences
         self.batch_size = int(settings["batch_size"])
@@ -115,48 +120,79 @@ class SwapRun:
 
     def run(self) -> Counts:
         a, b = self.a, self.b
-        a.iv = capture.open_interval(a.conn, self.name, b.db)
-        b.iv = capture.open_interval(b.conn, self.name, a.db)
+        a.iv = delta.open_interval(a.conn, self.key, b.db, now=True)
+        b.iv = delta.open_interval(b.conn, self.key, a.db, now=True)
         self._stop_on_abort_conflicts()
-        copied = self._truncations()
+        # the truncations are copied once per interval: a cursor on both sides says it was done (before a restart)
+        copied = self._truncations(copy=a.iv.cursor is None or b.iv.cursor is None)
+        for s in (a, b):
+            if s.iv.cursor is None:
+                delta.advance(s.conn, s.iv, [""])
         for src, tgt in ((a, b), (b, a)):
-            for t in sorted(self.tables, key=lambda t: src.cap(t.info).id):
-                if t.info.qualname not in copied and not self._pass(src, tgt, t):
-                    return self.counts   # asked to stop: the cursors say where to resume
+            if not self._pass(src, tgt, [t for t in self.tables if t.info.qualname not in copied]):
+                return self.counts   # asked to stop: the cursors say where to resume
         self._sequences()
-        capture.close_interval(a.conn, a.iv)
-        capture.close_interval(b.conn, b.iv)
+        delta.close_interval(a.conn, a.iv)
+        delta.close_interval(b.conn, b.iv)
         return self.counts
 
     # --- one direction ---------------------------------------------------------------------------------------
 
-    def _pass(self, src: Side, tgt: Side, t: Table) -> bool:
-        """Applies the changes of SRC's interval for table T to TGT. False when asked to stop."""
-        scap, tcap = src.cap(t.info), tgt.cap(t.info)
-        if src.iv.cursor and int(src.iv.cursor[0]) > scap.id:
-            return True   # done before the worker restarted
-        cols = apply.columns(src.conn, t.info)
-        makedelta = tcap if self.sync["makedelta"] else None
-        resolved = self.resolved[t.info.qualname]
+    def _pass(self, src: Side, tgt: Side, tables: list[Table]) -> bool:
+        """Applies the changes of SRC's interval to TGT, whole source transactions at a time, every table of a
+        batch in one TGT transaction. Rows that TGT changed since the last run are conflicts, resolved after the
+        batch. Rows that a TGT transaction holds locked right now are not waited for inside the batch (waiting
+        there, holding the batch's other locks, would deadlock with applications that lock tables in another
+        order): they are applied just after, table by table, waiting for those locks. False when asked to stop."""
+        caps = [src.cap(t.info) for t in tables]
+        cols = {t.info.qualname: apply.columns(src.conn, t.info) for t in tables}
         while not self.should_stop():
+            clashes, busy = [], []
             with src.conn.transaction():
                 apply.repeatable_read(src.conn)
-                batch = capture.read_batch(src.conn, src.iv, scap, self.batch_size)
-                if batch is None:
+                upto, last = delta.next_cut(src.conn, src.iv, caps, self.batch_size)
+                if upto is None:
                     return True
                 with tgt.conn.transaction():
                     apply.begin_replica(tgt.conn)
-                    keys = batch.keys
-                    lock_rows(tgt.conn, t.info, keys)
-                    clash = changed_since(tgt, tcap, self.name, keys) - resolved
-                    clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved]
-                    if clean:
-                        self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols,
-                                                         self.name, makedelta)
-            if clash:
-                self._resolve(t, sorted(clash))
-            capture.advance(src.conn, src.iv, batch.cursor)
+                    for t, scap in zip(tables, caps, strict=True):
+                        batch = delta.read_keys(src.conn, src.iv, scap, upto)
+                        if batch is not None:
+                            clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], wait=False)
+                            clashes += [(t, clash)] if clash else []
+                            busy += [(t, held)] if held else []
+            for t, keys in busy:
+                with src.conn.transaction():
+                    apply.repeatable_read(src.conn)
+                    present = lock_rows(src.conn, t.info, keys, lock=False)
+                    with tgt.conn.transaction():
+                        apply.begin_replica(tgt.conn)
+                        batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
+                        clash, _ = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], wait=True)
+                clashes += [(t, clash)] if clash else []
+            for t, keys in clashes:
+                self._resolve(t, keys)
+            delta.advance(src.conn, src.iv, [upto])
+            if last:
+                return True
         return False
+
+    def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str],
+                     wait: bool) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+        """In the caller's transactions: locks the batch's rows on TGT and applies the keys TGT did not change
+        since the last run. Returns the others, sorted: (conflicts for _resolve, rows held by another transaction
+        that were not waited for when WAIT is false)."""
+        tcap = tgt.cap(t.info)
+        resolved = self.resolved[t.info.qualname]
+        keys = batch.keys
+        locked = lock_rows(tgt.conn, t.info, keys, skip_locked=not wait)
+        held = set() if wait else set(lock_rows(tgt.conn, t.info, keys, lock=False)) - set(locked)
+        clash = changed_since(tgt, tcap, self.key, keys) - resolved
+        clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
+        if clean:
+            self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
+                                             tcap if self.sync["makedelta"] else None)
+        return sorted(clash), sorted(held - clash)
 
     # --- conflicts -------------------------------------------------------------------------------------------
 
@@ -168,7 +204,7 @@ class SwapRun:
             for s in (a, b):
                 apply.begin_replica(s.conn)
             rows = {s.role: lock_rows(s.conn, t.info, keys, images=True) for s in (a, b)}
-            when = {s.role: last_change(s, s.cap(t.info), self.name, keys) for s in (a, b)} \
+            when = {s.role: last_change(s, s.cap(t.info), self.key, keys) for s in (a, b)} \
                 if t.rule == "latest" else {}
             for k in keys:
                 src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
@@ -180,10 +216,12 @@ class SwapRun:
             for winner, loser in ((a, b), (b, a)):
                 won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal if entry[3] == winner.role]
                 if won:
-                    self.counts += write_rows(loser, t.info, won, self.name if self.sync["makedelta"] else None)
+                    self.counts += write_rows(loser, t.info, won, self.key if self.sync["makedelta"] else None)
+            # journaled (and committed, autocommit) before the resolution commits: a crash between the two leaves
+            # the journal entry and a conflict the next run finds and journals again; never a silent resolution
+            self._journal(t, journal)
         self.counts.conflicts += len(journal)
         self.resolved[t.info.qualname].update(keys)
-        self._journal(t, journal)
 
     def _stop_on_abort_conflicts(self) -> None:
         """Tables whose rule is abort: look for conflicts before anything is written, so that an abort leaves
@@ -192,14 +230,16 @@ class SwapRun:
             found = []
             for src, tgt in ((self.a, self.b), (self.b, self.a)):
                 iv = Interval(src.iv.sync, src.iv.target, src.iv.done, src.iv.pending, src.iv.cursor)
-                while True:
+                last = False
+                while not last:
                     with src.conn.transaction():
                         apply.repeatable_read(src.conn)
-                        batch = capture.read_batch(src.conn, iv, src.cap(t.info), self.batch_size)
+                        upto, last = delta.next_cut(src.conn, iv, [src.cap(t.info)], self.batch_size)
+                        batch = delta.read_keys(src.conn, iv, src.cap(t.info), upto) if upto else None
                     if batch is None:
                         break
-                    iv.cursor = batch.cursor
-                    clash = sorted(changed_since(tgt, tgt.cap(t.info), self.name, batch.keys))
+                    iv.cursor = [upto]
+                    clash = sorted(changed_since(tgt, tgt.cap(t.info), self.key, batch.keys))
                     if clash:
                         rows = {s.role: lock_rows(s.conn, t.info, clash, images=True, lock=False)
                                 for s in (self.a, self.b)}
@@ -235,16 +275,19 @@ class SwapRun:
 
     # --- truncate and sequences ------------------------------------------------------------------------------
 
-    def _truncations(self) -> set[str]:
+    def _truncations(self, copy: bool) -> set[str]:
         """A table truncated on either side during the run's intervals is copied whole from the side of the most
         recent TRUNCATE to the other (Bucardo's rule): that side's later changes win, the other side's rows go.
-        Returns the tables copied."""
+        Returns those tables; copy=False: they were copied before a restart, only say which."""
         copied = set()
-        truncated = {s.role: capture.truncated_in(s.conn, s.iv, [s.cap(t.info) for t in self.tables])
+        truncated = {s.role: delta.truncated_in(s.conn, s.iv, [s.cap(t.info) for t in self.tables])
                      for s in (self.a, self.b)}
         for t in self.tables:
             on = [s for s in (self.a, self.b) if s.cap(t.info).id in truncated[s.role]]
             if not on:
+                continue
+            copied.add(t.info.qualname)
+            if not copy:
                 continue
             winner = max(on, key=lambda s: last_truncate(s, s.cap(t.info)))
             loser = self.b if winner is self.a else self.a
@@ -256,8 +299,7 @@ class SwapRun:
                                                     self.delete_method)
                     if self.sync["makedelta"]:
                         loser.conn.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
-                                           (loser.cap(t.info).id, self.name))
-            copied.add(t.info.qualname)
+                                           (loser.cap(t.info).id, self.key))
         return copied
 
     def _sequences(self) -> None:
@@ -296,31 +338,31 @@ def _subset(batch: Batch, keys: list[tuple[str, ...]], indexes: list[int]) -> Ba
     if len(indexes) == len(keys):
         return batch
     present = batch.present_flags
-    return Batch.of(batch.capture, [keys[i] for i in indexes], [present[i] for i in indexes], batch.cursor)
+    return Batch.of(batch.capture, [keys[i] for i in indexes], [present[i] for i in indexes])
 
 
 # --- SQL on one side -----------------------------------------------------------------------------------------
 
-def _key_text(table: TableInfo, alias: str) -> sql.Composed:
-    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k))
-                              for k in table.pkey)
+def _key_text(cols: tuple[str, ...], alias: str) -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k)) for k in cols)
 
 
 def _key_params(table: TableInfo, keys: list[tuple[str, ...]]) -> dict:
-    return {f"k{i}": capture.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
+    return {f"k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
 
 
 def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False,
-              lock: bool = True) -> dict[tuple[str, ...], str]:
+              lock: bool = True, skip_locked: bool = False) -> dict[tuple[str, ...], str]:
     """Locks the existing rows of KEYS (FOR UPDATE, in key order: writers wait, no deadlock between our own
-    batches); with images, returns each row as jsonb text by key (a missing key: the row does not exist)."""
+    batches; skip_locked: rows another transaction holds are left out); with images, returns each row as jsonb
+    text by key (a missing key: the row does not exist, or was skipped). lock=False: only reads."""
     if not keys:
         return {}
     q = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join} ORDER BY {order} {lock}").format(
-        keytext=_key_text(table, "x"), image=sql.SQL("to_jsonb(x)::text" if images else "NULL"), t=table.ident,
-        keys=apply.keys_relation(table, False), join=apply.key_join(table, "x"),
+        keytext=_key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x)::text" if images else "NULL"), t=table.ident,
+        keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey),
         order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey),
-        lock=sql.SQL("FOR UPDATE OF x" if lock else ""))
+        lock=sql.SQL(("FOR UPDATE OF x SKIP LOCKED" if skip_locked else "FOR UPDATE OF x") if lock else ""))
     return {tuple(r[:-1]): r[-1] for r in conn.execute(q, _key_params(table, keys))}
 
 
@@ -337,8 +379,8 @@ def changed_since(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...
         return set()
     t = cap.table
     q = sql.SQL("SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
-        keytext=_key_text(t, "d"), delta=cap.delta, keys=apply.keys_relation(t, False), join=apply.key_join(t, "d"),
-        since=_since_done("d"))
+        keytext=_key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
+        join=apply.key_join("d", cap.keycols), since=_since_done("d"))
     return {tuple(r) for r in side.conn.execute(q, {**_key_params(t, keys), "done": side.iv.done, "sync": sync})}
 
 
@@ -356,18 +398,21 @@ def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]
     t = cap.table
     q = sql.SQL("SELECT {keytext}, max({when}) FROM {delta} d JOIN {keys} ON {join} WHERE {since} "
                 "GROUP BY {group}").format(
-        keytext=_key_text(t, "d"), when=_commit_time(side, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
-        join=apply.key_join(t, "d"), since=_since_done("d"),
-        group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in t.pkey))
+        keytext=_key_text(cap.keycols, "d"), when=_commit_time(side, "d"), delta=cap.delta,
+        keys=apply.keys_relation(t, False), join=apply.key_join("d", cap.keycols), since=_since_done("d"),
+        group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols))
     params = {**_key_params(t, keys), "done": side.iv.done, "sync": sync}
     return {tuple(r[:-1]): r[-1] for r in side.conn.execute(q, params)}
 
 
 def last_truncate(side: Side, cap: Capture):
     q = sql.SQL("SELECT max({when}) FROM pgrepl.truncate_log l WHERE l.capture_id = %(id)s AND {interval}").format(
-        when=_commit_time(side, "l"), interval=capture.in_interval("l"))
+        when=_commit_time(side, "l"), interval=delta.in_interval("l"))
     iv = side.iv
     return side.conn.execute(q, {"id": cap.id, "done": iv.done, "pending": iv.pending, "sync": iv.sync}).fetchone()[0]
+
+
+WRITE_CHUNK = 1000   # row images per INSERT: a batch's conflicts are not sent as one unbounded parameter
 
 
 def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], str | None]],
@@ -375,17 +420,21 @@ def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], s
     """In the caller's transaction on SIDE: each key takes the given row image (jsonb text), or is deleted
     (None). origin: also record the keys in SIDE's delta store (makedelta)."""
     keys = [key for key, image in rows]
-    params = _key_params(table, keys)
-    deleted = side.conn.execute(sql.SQL("DELETE FROM {t} USING {keys} WHERE {join}").format(
-        t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join(table, table.relname)),
-        params).rowcount
-    images = [image for key, image in rows if image is not None]
+    deleted = inserted = 0
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in apply.columns(side.conn, table))
-    inserted = side.conn.execute(sql.SQL(
-        "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)"
-    ).format(t=table.ident, cols=cols), {"rows": "[" + ",".join(images) + "]"}).rowcount if images else 0
+    for i in range(0, len(rows), WRITE_CHUNK):
+        chunk = rows[i:i + WRITE_CHUNK]
+        deleted += side.conn.execute(sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join}").format(
+            t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join("t", table.pkey)),
+            _key_params(table, [key for key, image in chunk])).rowcount
+        images = [image for key, image in chunk if image is not None]
+        if images:   # the row as it is on the winner's side, identity columns included
+            inserted += side.conn.execute(sql.SQL(
+                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE "
+                "SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)"
+            ).format(t=table.ident, cols=cols), {"rows": "[" + ",".join(images) + "]"}).rowcount
     if origin is not None:
-        apply.record_keys(side.conn, side.cap(table), Batch.of(side.cap(table), keys, [True] * len(keys), []), origin)
+        apply.record_keys(side.conn, side.cap(table), Batch.of(side.cap(table), keys, [True] * len(keys)), origin)
     return Counts(inserts=max(inserted - deleted, 0), updates=min(inserted, deleted), deletes=max(deleted - inserted, 0))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog, swap
+from . import alert, apply, capture, catalog, delta, swap
 from .db import connect, member_conninfo
 from .errors import PgreplError
 
@@ -124,6 +124,7 @@ class SyncWorker:
     def run(self) -> int:
         self.control = catalog.open_control(self.control_conninfo)
         self.control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
+        self.source_name = catalog.source_name(self.control, self.name)
         self.settings = catalog.all_settings(self.control)
         setup_logging(self.settings["log_level"], f"pgrepl[{self.name}]")
         pidfile = pid_path(self.settings, f"sync.{self.name}")
@@ -183,6 +184,11 @@ class SyncWorker:
             self.directions[key] = _Direction(source, target)
         return self.directions[key]
 
+    def _lease(self, src: psycopg.Connection, target: str) -> None:
+        """This worker's hold on its position in a source, for as long as the connection lives (delta.py)."""
+        capture.ensure_current(src)
+        delta.lock_consumer(src, self.source_name, target)
+
     def _state(self, state: str) -> None:
         if state != self.last_state:
             catalog.set_state(self.control, self.name, state, self.pid)
@@ -197,9 +203,13 @@ class SyncWorker:
         try:
             if d.src is None:
                 d.src = self._connect(d.source, listen=self.settings["capture_notify"] == "on")
+                if kind != "fullcopy":
+                    self._lease(d.src, d.target)
             if d.tgt is None:
                 # a swap's target is a source too: its changes wake the worker as well
                 d.tgt = self._connect(d.target, listen=kind == "swap" and self.settings["capture_notify"] == "on")
+                if kind == "swap":
+                    self._lease(d.tgt, d.source)
             if kind in ("delta", "swap") and kick is None and not work(d, probe=True):
                 return True
             self._state("running")
@@ -267,23 +277,26 @@ class SyncWorker:
         """One pushdelta run towards d.target (probe: only say whether there is anything to do)."""
         wanted = {(t.schemaname, t.relname) for t in tables}
         caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
-        done, pending = capture.consumer_position(d.src, self.name, d.target)[:2]
+        done, pending = delta.consumer_position(d.src, self.source_name, d.target)[:2]
         onetime = sync["onetimecopy"]
         if probe:
-            return onetime != 0 or pending is not None or capture.has_new_changes(d.src, self.name, caps, done)
+            return onetime != 0 or pending is not None or delta.has_new_changes(d.src, self.source_name, caps, done)
         counts = apply.Counts()
         method = self.settings["fullcopy_delete_method"]
         if onetime:
-            c, snapshot = apply.full_copy(d.src, d.tgt, tables, method, only_empty=onetime == 2)
-            capture.reset_consumer(d.src, self.name, d.target, snapshot)
+            c, snapshot, skipped = apply.full_copy(d.src, d.tgt, tables, method, only_empty=onetime == 2)
+            if not skipped:   # every table copied: what the copy saw is on the target
+                delta.reset_consumer(d.src, self.source_name, d.target, snapshot, done)
+            # else the tables left as they were still need their changes since `done`, and applying them again
+            # to the copied ones changes nothing
             counts += c
-        iv = capture.open_interval(d.src, self.name, d.target)
-        c, finished = apply.push_interval(d.src, d.tgt, iv, caps, int(self.settings["batch_size"]), origin=self.name,
-                                          makedelta=sync["makedelta"], delete_method=method,
+        iv = delta.open_interval(d.src, self.source_name, d.target)
+        c, finished = apply.push_interval(d.src, d.tgt, iv, caps, int(self.settings["batch_size"]),
+                                          origin=self.source_name, makedelta=sync["makedelta"], delete_method=method,
                                           should_stop=lambda: self.stopper.stopping)
         counts += c
         if finished:
-            capture.close_interval(d.src, iv)
+            delta.close_interval(d.src, iv)
             apply.copy_sequences(d.src, d.tgt, seqs)
         return counts
 

@@ -1,0 +1,281 @@
+"""Reading what was captured: each consumer's position in a source, and the batches of changed keys to apply.
+
+A consumer is one (sync, target) pair; its row in the source's `pgrepl.consumer` holds `done`, a snapshot: every
+transaction visible in it is applied on the target. A run takes `pending = pg_current_snapshot()` and applies the
+delta rows whose transaction is visible in `pending` and not in `done`: every committed transaction falls into
+exactly one such interval, whatever the commit order.
+
+Inside an interval, changes go in batches of whole transactions: a batch takes the next `batch_size` delta rows
+in txid order across every table of the sync, plus the rest of the last transaction it reaches, so one source
+transaction is applied in one target transaction, all its tables together. The cursor is the txid up to which
+the interval is applied; a cursor (even an empty one) also means the interval's first batch, which copies the
+tables truncated in the interval, is done.
+
+Positions move by compare-and-set: each update says which interval and cursor it starts from, and a runner that
+finds the row moved by someone else stops with LeaseLost instead of skipping changes it never applied.
+
+Sync names on a source are qualified by the control database that runs them ("name@control-id"): two runners with
+a sync of the same name on one source keep apart positions, subscriptions and origins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import postgres, pq, sql
+from psycopg.adapt import Transformer
+
+from .capture import Capture
+from .errors import NotFound, PgreplError
+
+
+class LeaseLost(PgreplError):
+    """The consumer's position was moved by another runner: this one must not go on applying."""
+
+
+class Busy(PgreplError):
+    """Another runner holds the consumer's lease on the source."""
+
+
+@dataclass
+class Interval:
+    """Changes visible in `pending` and not in `done`, for one (sync, target); `cursor`: [txid applied up to].
+    A new interval's end is the snapshot of its first batch's source transaction, recorded with that batch's
+    progress (`recorded`): what one batch copies is then exactly what the interval holds."""
+    sync: str
+    target: str
+    done: str
+    pending: str | None
+    cursor: list[str] | None
+    recorded: bool = True
+
+
+def lock_consumer(conn: psycopg.Connection, sync: str, target: str) -> None:
+    """Takes the consumer's lease on the source: a session-level advisory lock, held while CONN stays open and
+    freed by the server when the session ends (a killed runner included). Raises Busy when another session has it."""
+    got = conn.execute("SELECT pg_try_advisory_lock(hashtext('pgrepl.consumer'), hashtext(%s))",
+                       (f"{sync}>{target}",)).fetchone()[0]
+    if not got:
+        holder = conn.execute(
+            "SELECT a.pid, a.client_addr::text, a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = hashtext('pgrepl.consumer') "
+            "AND l.objid::int = hashtext(%s) LIMIT 1", (f"{sync}>{target}",)).fetchone()
+        who = f"pid {holder[0]} from {holder[1] or 'local'} ({holder[2]})" if holder else "another session"
+        raise Busy(f'The position of "{sync}" -> "{target}" in this source is held by {who}: another runner '
+                   "applies this sync; this one waits")
+
+
+def register_consumer(conn: psycopg.Connection, sync: str, target: str) -> None:
+    """A new (sync, target) starts from now: what committed before is assumed present on the target already
+    (use onetimecopy otherwise). Idempotent: an existing consumer keeps its position."""
+    conn.execute("INSERT INTO pgrepl.consumer (sync, target, done) VALUES (%s, %s, pg_current_snapshot()) "
+                 "ON CONFLICT DO NOTHING", (sync, target))
+
+
+def remove_consumer(conn: psycopg.Connection, sync: str, target: str) -> None:
+    """SYNC no longer feeds TARGET (its targets changed)."""
+    if conn.execute("SELECT to_regclass('pgrepl.consumer') IS NOT NULL").fetchone()[0]:
+        conn.execute("DELETE FROM pgrepl.consumer WHERE sync = %s AND target = %s", (sync, target))
+
+
+def adopt(conn: psycopg.Connection, legacy: str, sync: str) -> bool:
+    """Renames the source-side rows of a sync recorded under its bare name (before names were qualified by their
+    control database) to SYNC: consumers, subscriptions and the origins of delta rows. True when any was."""
+    with conn.transaction():
+        n = conn.execute("UPDATE pgrepl.consumer SET sync = %s WHERE sync = %s", (sync, legacy)).rowcount
+        n += conn.execute("UPDATE pgrepl.subscription SET sync = %s WHERE sync = %s", (sync, legacy)).rowcount
+        if not n:
+            return False
+        for (delta,) in conn.execute("SELECT delta_table FROM pgrepl.capture").fetchall():
+            conn.execute(sql.SQL("UPDATE {} SET origin = %s WHERE origin = %s").format(sql.Identifier("pgrepl", delta)),
+                         (sync, legacy))
+        conn.execute("UPDATE pgrepl.truncate_log SET origin = %s WHERE origin = %s", (sync, legacy))
+    return True
+
+
+def consumer_position(conn: psycopg.Connection, sync: str, target: str) -> tuple[str, str | None, list | None]:
+    row = conn.execute("SELECT done::text, pending::text, cursor FROM pgrepl.consumer WHERE sync = %s AND target = %s",
+                       (sync, target)).fetchone()
+    if row is None and "@" in sync and adopt(conn, sync.split("@", 1)[0], sync):
+        return consumer_position(conn, sync, target)
+    if row is None:
+        raise NotFound(f'No consumer "{sync}" -> "{target}" in the source database: was the sync added?')
+    return row
+
+
+def has_new_changes(conn: psycopg.Connection, sync: str, caps: list[Capture], done: str) -> bool:
+    """Cheap check: is anything committed since `done` for this sync? (uses the (txid, key) index)"""
+    if not caps:
+        return False
+    probes = [sql.SQL(
+        "SELECT 1 FROM {d} WHERE txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
+        "AND NOT pg_visible_in_snapshot(txid, %(done)s::pg_snapshot) "
+        "AND pg_visible_in_snapshot(txid, pg_current_snapshot()) AND origin IS DISTINCT FROM %(sync)s"
+    ).format(d=c.delta) for c in caps]
+    probes.append(sql.SQL(
+        "SELECT 1 FROM pgrepl.truncate_log WHERE capture_id = ANY(%(ids)s) "
+        "AND txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND NOT pg_visible_in_snapshot(txid, %(done)s::pg_snapshot) "
+        "AND pg_visible_in_snapshot(txid, pg_current_snapshot()) AND origin IS DISTINCT FROM %(sync)s"))
+    q = sql.SQL("SELECT EXISTS ({})").format(sql.SQL(" UNION ALL ").join(sql.SQL("({} LIMIT 1)").format(p) for p in probes))
+    return conn.execute(q, {"done": done, "sync": sync, "ids": [c.id for c in caps]}).fetchone()[0]
+
+
+def open_interval(conn: psycopg.Connection, sync: str, target: str, now: bool = False) -> Interval:
+    """The interval being applied, or a new one whose end the first batch sets (start_interval); now: a new one
+    ending now, recorded at once (swap, which looks at both sides' intervals before applying anything)."""
+    done, pending, cursor = consumer_position(conn, sync, target)
+    iv = Interval(sync, target, done, pending, cursor)
+    if pending is None:
+        iv.recorded, iv.cursor = False, None
+        if now:
+            start_interval(conn, iv)
+            advance(conn, iv, None)
+    elif cursor is not None and len(cursor) != 1:
+        iv.cursor = None   # a cursor of an older pgrepl (table by table): start over; applying again is idempotent
+    return iv
+
+
+def start_interval(conn: psycopg.Connection, iv: Interval) -> None:
+    """In the first batch's source transaction, before it reads anything: the interval ends at its snapshot."""
+    if iv.pending is None:
+        iv.pending = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+
+
+def _move(conn: psycopg.Connection, iv: Interval, assignments: sql.SQL, params: tuple) -> None:
+    """UPDATE of the consumer row, only where it still holds what this runner last saw: the interval and cursor,
+    or for an interval not recorded yet, no interval and the same `done`."""
+    if iv.recorded:
+        where, seen = sql.SQL("pending::text = %s AND cursor IS NOT DISTINCT FROM %s::text[]"), (iv.pending, iv.cursor)
+    else:
+        where, seen = sql.SQL("pending IS NULL AND done::text = %s"), (iv.done,)
+    n = conn.execute(sql.SQL("UPDATE pgrepl.consumer SET {}, updated = now() WHERE sync = %s AND target = %s AND {}")
+                     .format(assignments, where), (*params, iv.sync, iv.target, *seen)).rowcount
+    if n != 1:
+        raise LeaseLost(f'The position of "{iv.sync}" -> "{iv.target}" was moved by someone else while this runner '
+                        "applied it: it stops without recording progress (the changes are applied again, safely)")
+
+
+def advance(conn: psycopg.Connection, iv: Interval, cursor: list[str] | None) -> None:
+    _move(conn, iv, sql.SQL("pending = %s::pg_snapshot, cursor = %s"), (iv.pending, cursor))
+    iv.cursor, iv.recorded = cursor, True
+
+
+def close_interval(conn: psycopg.Connection, iv: Interval) -> None:
+    """Every change of the interval is applied. (An interval whose first batch found nothing never got recorded:
+    its end becomes `done` all the same.)"""
+    _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,))
+
+
+def reset_consumer(conn: psycopg.Connection, sync: str, target: str, snapshot: str, done: str) -> None:
+    """After a full copy taken at SNAPSHOT: every change visible in it is on the target. DONE: the position the
+    copy started from (compare-and-set)."""
+    n = conn.execute("UPDATE pgrepl.consumer SET done = %s::pg_snapshot, pending = NULL, cursor = NULL, "
+                     "updated = now() WHERE sync = %s AND target = %s AND done::text = %s",
+                     (snapshot, sync, target, done)).rowcount
+    if n != 1:
+        raise LeaseLost(f'The position of "{sync}" -> "{target}" moved during the copy: another runner applies '
+                        "this sync")
+
+
+def in_interval(alias: str) -> sql.Composed:
+    """The delta rows of an interval: visible in `pending`, not in `done`, and not applied by the sync itself."""
+    return sql.SQL(
+        "{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND {a}.txid < pg_snapshot_xmax(%(pending)s::pg_snapshot) "
+        "AND pg_visible_in_snapshot({a}.txid, %(pending)s::pg_snapshot) "
+        "AND NOT pg_visible_in_snapshot({a}.txid, %(done)s::pg_snapshot) "
+        "AND {a}.origin IS DISTINCT FROM %(sync)s").format(a=sql.Identifier(alias))
+
+
+def _params(iv: Interval, **more) -> dict:
+    return {"done": iv.done, "pending": iv.pending, "sync": iv.sync, **more}
+
+
+def truncated_in(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) -> set[int]:
+    """Ids of the captures truncated during the interval: those tables are copied whole instead."""
+    query = sql.SQL("SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
+                    "AND {}").format(in_interval("l"))
+    return {r[0] for r in conn.execute(query, _params(iv, ids=[c.id for c in caps])).fetchall()}
+
+
+def array_literal(values: Iterable[str]) -> str:
+    """Values in their text form as an array literal ('{"1","2"}') that the array input of any type reads."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+_text_array = Transformer().get_loader(postgres.types["text"].array_oid, pq.Format.TEXT)
+
+
+def parse_array(literal: str) -> list[str]:
+    """An array literal ('{1,"a b"}', as array_out writes it for any type) as the text of its elements."""
+    return _text_array.load(literal.encode())
+
+
+@dataclass
+class Batch:
+    """The distinct changed keys of one table, kept as array literals: SQL takes them as they came, without any
+    Python work per key (a batch holds tens of thousands)."""
+    capture: Capture
+    arrays: list[str]      # one array literal of the key column's type per key column ('{1,2,3}'), keys in key order
+    present: str           # bool array literal: whether each key's row exists on the source (in this snapshot)
+    existing: int = 0      # how many keys have a row on the source
+
+    @classmethod
+    def of(cls, capture: Capture, keys: list[tuple[str, ...]], present: list[bool]) -> Batch:
+        """A batch from keys as text tuples (swap, row by row)."""
+        arrays = [array_literal(k[i] for k in keys) for i in range(len(capture.table.pkey))]
+        return cls(capture, arrays, "{" + ",".join("t" if p else "f" for p in present) + "}", sum(present))
+
+    @property
+    def keys(self) -> list[tuple[str, ...]]:
+        """The keys as tuples of their columns' text (swap compares them with what it reads row by row)."""
+        return list(zip(*(parse_array(a) for a in self.arrays), strict=True))
+
+    @property
+    def present_flags(self) -> list[bool]:
+        return [p == "t" for p in parse_array(self.present)]
+
+
+def _after_cursor(iv: Interval) -> sql.Composable:
+    return sql.SQL("AND d.txid > %(after)s::xid8") if iv.cursor and iv.cursor[0] else sql.SQL("")
+
+
+def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int) -> tuple[str | None, bool]:
+    """Where the next batch ends: the txid of the LIMIT-th delta row after the cursor across CAPS (every row of that
+    transaction goes in the batch too), or None when nothing is left. Also whether the batch is the interval's last."""
+    if not caps:
+        return None, True
+    heads = sql.SQL(" UNION ALL ").join(
+        sql.SQL("(SELECT d.txid FROM {delta} d WHERE {interval} {after} ORDER BY d.txid LIMIT %(limit)s)").format(
+            delta=c.delta, interval=in_interval("d"), after=_after_cursor(iv)) for c in caps)
+    q = sql.SQL("SELECT max(txid)::text, count(*) < %(limit)s FROM (SELECT txid FROM ({}) h ORDER BY txid "
+                "LIMIT %(limit)s) n").format(heads)
+    upto, last = conn.execute(q, _params(iv, limit=limit, after=(iv.cursor or [None])[0])).fetchone()
+    return upto, last
+
+
+def read_keys(conn: psycopg.Connection, iv: Interval, cap: Capture, upto: str) -> Batch | None:
+    """The distinct keys of CAP changed in the interval after the cursor, up to transaction UPTO included, in one
+    query and one row, with whether each row exists on the source. Run it in the REPEATABLE READ transaction that
+    also copies the rows (apply.repeatable_read: its planner settings make the presence check probe the key index),
+    so that `present` matches the copy."""
+    t = cap.table
+    dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)
+    q = sql.SQL("""
+WITH u AS (
+    SELECT DISTINCT {dkeys} FROM {delta} d WHERE {interval} {after} AND d.txid <= %(upto)s::xid8
+), k AS (
+    SELECT {ukeys}, s.{first} IS NOT NULL AS present
+      FROM u LEFT JOIN {src} s ON {join}
+     ORDER BY {ukeys}
+)
+SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays} FROM k""").format(
+        dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=_after_cursor(iv), src=t.ident,
+        ukeys=sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(c)) for c in cap.keycols),
+        first=sql.Identifier(t.pkey[0]),
+        join=sql.SQL(" AND ").join(sql.SQL("s.{} = u.{}").format(sql.Identifier(c), sql.Identifier(d))
+                                   for c, d in zip(t.pkey, cap.keycols, strict=True)),
+        arrays=sql.SQL(", ").join(sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols))
+    n, existing, present, *arrays = conn.execute(q, _params(iv, upto=upto, after=(iv.cursor or [None])[0])).fetchone()
+    return Batch(cap, arrays, present, existing) if n else None

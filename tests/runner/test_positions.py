@@ -1,0 +1,83 @@
+"""Positions in a source that only move forward and only by their holder: a copy of the control database cannot drive
+a sync beside the original, onetimecopy=2 keeps the changes of the tables it skips, conflicts resolved with
+identity columns."""
+
+import json
+import subprocess
+import sys
+
+from test_pushdelta import ITEMS, items_sync
+
+
+def test_a_copy_of_the_control_database_cannot_apply_beside_the_original(env):
+    """A restored copy of the control database (same identity, same sync names) started beside the original: the
+    source's lease lets one of them apply, the other's runs fail loudly, and nothing is lost."""
+    items_sync(env)
+    env.start()
+    env.x("master", "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 100) g")
+    env.wait_same("master", "slave", "items")
+    env.stop()
+    master = env.c["master"]
+    master.execute("postgres", 'CREATE DATABASE "pgrepl_copy" TEMPLATE "pgrepl"')
+    copy = master.dsn("pgrepl_copy")
+    master.execute("pgrepl_copy", "INSERT INTO pgrepl.setting VALUES ('piddir', %s) ON CONFLICT (name) DO UPDATE "
+                                  "SET value = excluded.value", (str(env.piddir.parent / "run-copy"),))
+    env.start()
+    (t0,) = master.query("postgres", "SELECT now()")[0]
+    log = open(env.piddir.parent / "copy.log", "ab")
+    second = subprocess.Popen([sys.executable, "-m", "pgrepl", "--control", copy, "run"], stdout=log, stderr=log)
+    try:
+        for i in range(30):
+            env.x("master", f"UPDATE items SET n = n + 1 WHERE id = {i + 1}")
+        env.x("master", "INSERT INTO items SELECT g, 'late' FROM generate_series(101, 200) g")
+        env.wait_same("master", "slave", "items", timeout=60)
+        env.wait_for(lambda: master.query("pgrepl_copy", "SELECT count(*) FROM pgrepl.run WHERE error LIKE "
+                                                         "'%held by%'")[0][0] > 0
+                     or master.query("pgrepl", "SELECT count(*) FROM pgrepl.run WHERE error LIKE '%held by%'")[0][0] > 0,
+                     what="a runner told that the other holds the lease")
+        applied = {db: master.query(db, "SELECT count(*) FROM pgrepl.run WHERE state = 'good' AND "
+                                        "inserts + updates + deletes > 0 AND started > %s", (t0,))[0][0]
+                   for db in ("pgrepl", "pgrepl_copy")}
+        assert min(applied.values()) == 0, f"both control databases applied changes: {applied}"
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert env.checksum("master", "items") == env.checksum("slave", "items")
+
+
+def test_onetimecopy_2_keeps_the_changes_of_the_tables_it_skips(env):
+    """onetimecopy=2 copies only the empty target tables; the others must still get every change made since the
+    sync was added."""
+    for host in ("master", "slave"):
+        env.x(host, ITEMS)
+        env.x(host, "CREATE TABLE other (id int PRIMARY KEY, v text)")
+        env.x(host, "INSERT INTO other VALUES (1, 'same on both')")
+    env.x("master", "INSERT INTO items SELECT g, 'old' FROM generate_series(1, 50) g")   # slave's items is empty
+    env.add_databases("master", "slave")
+    env.cli("add", "all", "tables", "db=test1_master", "herd=h")
+    env.cli("add", "sync", "s2", "source=h", "targetdb=test1_slave", "type=pushdelta", "onetimecopy=2")
+    env.x("master", "UPDATE other SET v = 'changed before the first run' WHERE id = 1")
+    env.x("master", "INSERT INTO other VALUES (2, 'added before the first run')")
+    env.start()
+    env.wait_same("master", "slave", "items")
+    env.wait_same("master", "slave", "other")
+    assert env.q("slave", "SELECT v FROM other ORDER BY id") == [("changed before the first run",),
+                                                               ("added before the first run",)]
+
+
+def test_swap_conflict_on_an_identity_column_generated_always(env):
+    ddl = "CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)"
+    for host in ("master2", "master"):
+        env.x(host, ddl)
+        env.x(host, "INSERT INTO ident (v) VALUES ('one'), ('two')")
+    env.add_databases("master2", "master")
+    env.cli("add", "all", "tables", "db=test1_master2", "standard_conflict=source", "herd=gamma")
+    env.cli("add", "sync", "sw", "source=gamma", "targetdb=test1_master", "type=swap")
+    env.x("master", "UPDATE ident SET v = 'target' WHERE id = 1")
+    env.x("master2", "UPDATE ident SET v = 'source' WHERE id = 1")   # a conflict: the source's row is written
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    for host in ("master2", "master"):
+        assert env.q(host, "SELECT id, v FROM ident ORDER BY id") == [(1, "source"), (2, "two")]
+    journal = json.loads(env.cli("list", "conflicts", "sw", "--json")[1])
+    assert [(c["key"], c["winner"]) for c in journal] == [({"id": 1}, "source")]
