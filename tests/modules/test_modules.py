@@ -194,7 +194,7 @@ def test_a_sync_changed_in_place_keeps_the_changes_captured_meanwhile(world):
     world.play([{"name": "sync", "pgrepl.cluster.pg_repl_sync": sync}])
     world.x("master", "UPDATE accounts SET balance = 3 WHERE id = 3")
     world.wait_for(lambda: world.q("slave", "SELECT balance FROM accounts WHERE id = 3") == [(3,)], "id 3 on slave")
-    consumers = world.q("master", "SELECT sync, target FROM pgrepl.consumer ORDER BY 2")
+    consumers = world.q("master", "SELECT split_part(sync, '@', 1), target FROM pgrepl.consumer ORDER BY 2")
     assert consumers == [("deltaalpha", "test1_slave")]
 
 
@@ -261,7 +261,7 @@ def test_a_sync_moved_to_a_herd_of_another_database_leaves_nothing_behind(world)
     assert world.triggers("master2", "public.accounts") == CAPTURE
     assert world.triggers("master", "public.accounts") == world.triggers("master", "public.tellers") == []
     assert world.q("master", "SELECT count(*) FROM pgrepl.consumer") == [(0,)]
-    assert world.q("master2", "SELECT sync, target FROM pgrepl.consumer") == [("deltaalpha", "test1_slave")]
+    assert world.q("master2", "SELECT split_part(sync, '@', 1), target FROM pgrepl.consumer") == [("deltaalpha", "test1_slave")]
 
 
 def test_without_the_runner_library_the_modules_say_what_is_missing(world):

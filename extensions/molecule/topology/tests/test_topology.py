@@ -20,7 +20,7 @@ def pgrepl_triggers(name: str) -> int:
 
 def swap_subscriptions_on_master() -> int:
     """The tables of master whose capture benchswapgamma reads (master is its target, captured too)."""
-    return int(sql("master", "SELECT count(*) FROM pgrepl.subscription WHERE sync = 'benchswapgamma'"))
+    return int(sql("master", "SELECT count(*) FROM pgrepl.subscription WHERE sync LIKE 'benchswapgamma@%'"))
 
 
 def pushdelta_works() -> None:
