@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, capture, catalog, swap, worker
+from . import __version__, capture, catalog, guard, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -26,7 +26,8 @@ from .settings import SETTINGS, validate
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_KICK_FAILED, EXIT_KICK_TIMEOUT = 0, 1, 2, 3, 4
 
 VALUE_OPTIONS = {"-t", "-T", "--herd", "--wait", "--keep", "--control", "--db"}
-FLAG_OPTIONS = {"--verbose", "-v", "--json", "--quiet", "-q", "--help", "-h", "--check", "--version"}
+FLAG_OPTIONS = {"--verbose", "-v", "--json", "--quiet", "-q", "--help", "-h", "--check", "--version",
+                "--onetimecopy"}
 
 
 class Usage(PgreplError):
@@ -584,6 +585,22 @@ def cmd_check(a: Args, conninfo: str) -> int:
     return EXIT_OK if not problems else EXIT_ERROR
 
 
+def cmd_validate(a: Args, conn) -> int:
+    names = a.words[1:]
+    if not names:
+        raise Usage("usage: pgrepl validate SYNC... | all [--onetimecopy]")
+    if names == ["all"]:
+        names = [s["name"] for s in catalog.list_syncs(conn)]
+    for name in names:
+        catalog.get_sync(conn, name)
+    v = guard.validate(conn, names, onetimecopy="--onetimecopy" in a.flags)
+    for line in v.lines:
+        out(line)
+    for line in v.errors:
+        out(f"ERROR {line}")
+    return EXIT_ERROR if v.errors else EXIT_OK
+
+
 def cmd_purge(a: Args, conn) -> int:
     what = a.words[1] if len(a.words) > 1 else None
     if what == "delta" and len(a.words) == 3:
@@ -645,6 +662,12 @@ HELP = {
             "the runs: exit 0 when they\n  finished well, 3 when one failed, 4 when none finished in time.",
     "status": "pgrepl status [SYNC...] [--json]\n  A table of every sync (Name, Type, State, PID, Last good, Time, "
               "I/U/D, Last bad), or the\n  details of the syncs named.",
+    "validate": "pgrepl validate SYNC... | all [--onetimecopy]\n  Repairs the capture of pushdelta and swap syncs on "
+                "their databases: missing or disabled triggers,\n  a table dropped and re-created (new capture), a "
+                "missing delta store; says per table what it fixed.\n  Where changes may have been missed it says "
+                "that an onetimecopy (or a compare) is needed;\n  --onetimecopy marks those syncs for onetimecopy=1 "
+                "(their next run copies the tables whole).\n  Exit 0: nothing to fix or fixed; 1: something could "
+                "not be fixed.",
     "purge": "pgrepl purge delta INTERVAL     captured keys applied by every target and older than INTERVAL\n"
              "pgrepl purge runs INTERVAL      finished runs older than INTERVAL move to daily freezer tables\n"
              "pgrepl purge archive --keep N   freezer tables older than N days are dropped\n"
@@ -667,6 +690,7 @@ Commands:
   start | stop | restart | run [--check] | check
   kick SYNC [--wait S]       run a sync now
   status [SYNC]              what every sync did last
+  validate SYNC|all          repair lost capture (dropped/disabled triggers, re-created tables)
   purge delta|runs|archive|conflicts
   help COMMAND               details of a command
 
@@ -705,7 +729,7 @@ def dispatch(a: Args) -> int:
         return worker.run_worker(conninfo, a.words[1])
     commands = {"show": cmd_show, "set": cmd_set, "add": cmd_add, "list": cmd_list, "remove": cmd_remove,
                 "update": cmd_update, "kick": cmd_kick, "status": cmd_status, "purge": cmd_purge,
-                "stop": cmd_stop}
+                "stop": cmd_stop, "validate": cmd_validate}
     with catalog.open_control(conninfo) as conn:
         if verb in ("activate", "deactivate"):
             return cmd_activate(a, conn, verb == "activate")

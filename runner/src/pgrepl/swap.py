@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import apply, capture, catalog
+from . import apply, capture, catalog, guard
 from .apply import Counts
 from .capture import Batch, Capture, Interval, TableInfo
 from .errors import PgreplError
@@ -78,6 +78,7 @@ def _work(control, settings: dict, sync: dict, should_stop: Callable[[], bool], 
     a = _side(d.src, sync["source"], "source")
     b = _side(d.tgt, sync["targets"][0], "target")
     tables = sync_tables(control, sync)
+    guard.check(sync["name"], [t.info for t in tables], (a.db, d.src), (b.db, d.tgt))
     if probe:
         return any(_has_work(s, o, sync["name"], tables) for s, o in ((a, b), (b, a)))
     return SwapRun(control, settings, sync, a, b, tables, catalog.sync_tables(control, sync, "sequence"),

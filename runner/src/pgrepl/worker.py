@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog, swap
+from . import alert, apply, capture, catalog, guard, swap
 from .db import connect, member_conninfo
 from .errors import PgreplError
 
@@ -265,6 +265,7 @@ class SyncWorker:
 
     def _push(self, sync: dict, tables: list, seqs: list, d: _Direction, probe: bool) -> apply.Counts | bool:
         """One pushdelta run towards d.target (probe: only say whether there is anything to do)."""
+        guard.check(self.name, tables, (d.source, d.src))   # every poll: a lost capture has nothing to apply
         wanted = {(t.schemaname, t.relname) for t in tables}
         caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
         done, pending = capture.consumer_position(d.src, self.name, d.target)[:2]

@@ -1,0 +1,102 @@
+"""Capture that cannot silently vanish (each run checks it, `pgrepl validate` repairs it), partitioned tables
+(refused in delta syncs, copied whole by fullcopy) and attributes no verb knows (refused, never ignored)."""
+
+
+from test_pushdelta import ITEMS, items_sync
+
+
+def last_error(e, sync: str = "itemsync") -> str:
+    """The `Last error:` line of `pgrepl status SYNC` (empty while no run failed)."""
+    _, text = e.cli("status", sync)
+    return next((line for line in text.splitlines() if line.startswith("Last error:")), "")
+
+
+def replicating(e) -> None:
+    """items on master replicated to slave by a running daemon, 100 rows applied."""
+    items_sync(e)
+    e.x("master", "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 100) g")
+    e.start()
+    e.wait_same("master", "slave", "items")
+
+
+def test_disabled_trigger_fails_the_run_and_validate_onetimecopy_recovers_the_missed_rows(env):
+    replicating(env)
+    env.x("master", "ALTER TABLE items DISABLE TRIGGER pgrepl_capture_upd")
+    env.x("master", "UPDATE items SET val = 'while disabled' WHERE id <= 10")
+    env.wait_for(lambda: "pgrepl_capture_upd disabled" in last_error(env), what="the failed run in status")
+    error = last_error(env)
+    assert "public.items" in error and "test1_master" in error and "pgrepl validate itemsync" in error
+    assert env.q("slave", "SELECT count(*) FROM items WHERE val = 'while disabled'") == [(0,)]
+
+    _, text = env.cli("validate", "itemsync", "--onetimecopy")
+    assert "test1_master: public.items: re-enabled trigger(s) pgrepl_capture_upd" in text
+    assert "Sync itemsync: marked onetimecopy=1" in text
+    env.wait_same("master", "slave", "items")
+    assert env.q("slave", "SELECT count(*) FROM items WHERE val = 'while disabled'") == [(10,)]
+    env.x("master", "UPDATE items SET val = 'captured again' WHERE id = 50")   # the trigger fires again
+    env.wait_same("master", "slave", "items")
+    assert env.q("slave", "SELECT val FROM items WHERE id = 50") == [("captured again",)]
+
+
+def test_dropped_trigger_fails_the_run_and_validate_says_a_copy_is_needed(env):
+    replicating(env)
+    env.x("master", "DROP TRIGGER pgrepl_capture_ins ON items")
+    env.x("master", "INSERT INTO items SELECT g, 'while dropped' FROM generate_series(101, 120) g")
+    env.wait_for(lambda: "pgrepl_capture_ins missing" in last_error(env), what="the failed run in status")
+
+    code, text = env.cli("validate", "itemsync")
+    assert code == 0
+    assert "test1_master: public.items: re-created missing trigger(s) pgrepl_capture_ins" in text
+    assert "Sync itemsync: changes may have been missed: an onetimecopy is needed" in text
+    assert env.cli("validate", "itemsync")[1].strip() == "Sync itemsync: capture complete, nothing to fix"
+    env.cli("update", "sync", "itemsync", "onetimecopy=1")
+    env.wait_same("master", "slave", "items")
+    assert env.q("slave", "SELECT count(*) FROM items") == [(120,)]
+
+
+def test_recreated_table_fails_the_run_and_validate_gives_it_a_new_capture(env):
+    replicating(env)
+    env.x("master", f"DROP TABLE items; {ITEMS}")
+    env.x("master", "INSERT INTO items SELECT g, 'new table' FROM generate_series(1, 30) g")
+    env.wait_for(lambda: "dropped and re-created" in last_error(env), what="the failed run in status")
+    assert "pgrepl validate itemsync" in last_error(env)
+    assert env.q("slave", "SELECT count(*) FROM items") == [(100,)]   # nothing applied, nothing lost silently
+
+    _, text = env.cli("validate", "itemsync", "--onetimecopy")
+    assert "test1_master: public.items: re-created: new capture installed" in text
+    assert "Sync itemsync: marked onetimecopy=1" in text
+    env.wait_same("master", "slave", "items")
+    assert env.q("slave", "SELECT count(*), min(val) FROM items") == [(30, "new table")]
+    env.x("master", "DELETE FROM items WHERE id > 20")   # the new capture records the new table's changes
+    env.wait_same("master", "slave", "items")
+    assert env.q("slave", "SELECT count(*) FROM items") == [(20,)]
+
+
+def test_swap_checks_the_capture_of_both_sides(env):
+    for host in ("master2", "master"):
+        env.x(host, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    env.add_databases("master2", "master")
+    env.cli("add", "all", "tables", "db=test1_master2", "herd=gamma")
+    env.cli("add", "sync", "sw", "source=gamma", "targetdb=test1_master", "type=swap")
+    env.start()
+    env.x("master", "INSERT INTO t VALUES (1, 'a')")
+    env.wait_same("master", "master2", "t")
+    env.x("master", "ALTER TABLE t DISABLE TRIGGER pgrepl_capture_ins")   # on the target side
+    env.x("master", "INSERT INTO t VALUES (2, 'not captured')")
+    env.wait_for(lambda: 'public.t in database "test1_master"' in last_error(env, "sw"), what="the failed swap run")
+
+    _, text = env.cli("validate", "sw", "--onetimecopy", expect=1)   # a swap has no onetimecopy: said, not ignored
+    assert "test1_master: public.t: re-enabled trigger(s) pgrepl_capture_ins" in text
+    assert "ERROR Sync sw: changes may have been missed: compare the two sides" in text
+    assert env.cli("validate", "sw")[1].strip() == "Sync sw: capture complete, nothing to fix"
+    env.x("master", "INSERT INTO t VALUES (3, 'captured again')")
+    env.wait_for(lambda: env.q("master2", "SELECT v FROM t WHERE id = 3") == [("captured again",)],
+                 what="the swap running again")
+
+
+def test_validate_all_when_nothing_is_wrong_and_a_sync_that_does_not_exist(env):
+    items_sync(env)
+    _, text = env.cli("validate", "all")
+    assert text.strip() == "Sync itemsync: capture complete, nothing to fix"
+    _, text = env.cli("validate", "nosuch", expect=1)
+    assert 'No sync named "nosuch"' in text
