@@ -1,7 +1,9 @@
 """Capture that cannot silently vanish (each run checks it, `pgrepl validate` repairs it), partitioned tables
 (refused in delta syncs, copied whole by fullcopy) and attributes no verb knows (refused, never ignored)."""
 
+import json
 
+import pytest
 from test_pushdelta import ITEMS, items_sync
 
 
@@ -137,3 +139,35 @@ def test_fullcopy_copies_a_partitioned_table(env):
     env.cli("kick", "pcopy", "--wait", "60")
     assert env.checksum("master", "m") == env.checksum("slave", "m")
     assert env.q("slave", "SELECT count(*) FROM m1") + env.q("slave", "SELECT count(*) FROM m3") == [(100,), (100,)]
+
+
+# --- attributes no verb knows --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, unknown, known", [
+    (["add", "table", "items", "db=test1_master", "herd=hx", "delta_columns=abalance"], "delta_columns",
+     "known: db, herd, standard_conflict"),
+    (["add", "table", "items", "db=test1_master", "herd=h", "standard_confict=source"], "standard_confict",
+     "known: db, herd, standard_conflict"),
+    (["add", "all", "tables", "db=test1_master", "--herd=hx", "delta_columns=abalance"], "delta_columns",
+     "known: db, herd, standard_conflict"),
+    (["add", "sequence", "counter", "db=test1_master", "herd=h", "standard_conflict=source"], "standard_conflict",
+     "known: db, herd"),
+    (["add", "all", "sequences", "db=test1_master", "herd=hx", "increment=2"], "increment", "known: db, herd"),
+    (["add", "dbgroup", "g", "test1_slave", "members=test1_slave"], "members", "known: none"),
+    (["add", "sync", "s2", "source=h", "targetdb=test1_slave", "type=pushdelta", "makedleta=yes"], "makedleta",
+     "known: checktime, herd, makedelta"),
+    (["update", "sync", "itemsync", "chektime=1 minute"], "chektime", "known: checktime, herd, makedelta"),
+    (["kick", "itemsync", "wait=5"], "wait", "known: none"),
+])
+def test_unknown_attributes_are_refused_naming_the_known_ones(env, args, unknown, known):
+    items_sync(env)
+    env.x("master", "CREATE SEQUENCE counter")
+
+    def catalog():
+        return [env.cli("list", what, "--json")[1] for what in ("tables", "sequences", "herds", "dbgroups", "syncs")]
+
+    before = catalog()
+    code, text = env.cli(*args, expect=None)
+    assert code != 0 and unknown in text and known in text, text
+    assert catalog() == before
+    assert json.loads(env.cli("list", "syncs", "--json")[1])[0]["checktime"] is None

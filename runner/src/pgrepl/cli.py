@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,15 @@ def parse(argv: list[str]) -> Args:
         else:
             a.words.append(tok)
     return a
+
+
+def known_attributes(a: Args, what: str, known: Iterable[str]) -> None:
+    """Refuses NAME=VALUE attributes the command does not know, naming those it knows: a typo must not be
+    ignored (standard_confict=source would leave the default rule in force)."""
+    known = sorted(known)
+    unknown = sorted(set(a.kv) - set(known))
+    if unknown:
+        raise Usage(f"unknown {what} attribute(s): {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
 
 
 def out(line: str = "") -> None:
@@ -177,6 +187,7 @@ def cmd_add(a: Args, conn) -> int:
     if what == "dbgroup":
         if len(a.words) < 3:
             raise Usage("usage: pgrepl add dbgroup NAME DB...")
+        known_attributes(a, "dbgroup", ())
         name, members = a.words[2], a.words[3:]
         added = catalog.add_dbgroup(conn, name, members)
         for m in added:
@@ -187,10 +198,8 @@ def cmd_add(a: Args, conn) -> int:
         if len(a.words) != 3:
             raise Usage("usage: pgrepl add sync NAME source=HERD targetdb=DB|targetgroup=GROUP type=TYPE")
         kv = dict(a.kv)
-        unknown = set(kv) - {"source", "herd", "targetdb", "targetgroup", "type", "checktime", "onetimecopy",
-                             "makedelta", "status"}
-        if unknown:
-            raise Usage(f"unknown sync attribute(s): {', '.join(sorted(unknown))}")
+        known_attributes(a, "sync", ("source", "herd", "targetdb", "targetgroup", "type", "checktime",
+                                     "onetimecopy", "makedelta", "status"))
         herd = kv.get("source") or kv.get("herd")
         if not herd or not kv.get("type"):
             raise Usage("add sync needs source=HERD and type=pushdelta|fullcopy|swap")
@@ -222,9 +231,7 @@ def _bool(value: str, what: str) -> bool:
 def _add_db(a: Args, conn) -> int:
     if len(a.words) != 3 or "name" not in a.kv:
         raise Usage("usage: pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]")
-    unknown = set(a.kv) - {"name", "host", "port", "user", "pass", "password", "dbname"}
-    if unknown:
-        raise Usage(f"unknown database attribute(s): {', '.join(sorted(unknown))}")
+    known_attributes(a, "database", ("name", "host", "port", "user", "pass", "password", "dbname"))
     catalog.add_db(conn, a.kv["name"], a.words[2], a.kv.get("host"), _int(a.kv.get("port", "5432"), "port"),
                    a.kv.get("user"), a.kv.get("pass", a.kv.get("password")))
     out(f'Added database "{a.kv["name"]}"')
@@ -232,6 +239,7 @@ def _add_db(a: Args, conn) -> int:
 
 
 def _add_relations(a: Args, conn, kind: str, names: list[str]) -> int:
+    known_attributes(a, kind, ("db", "herd", "standard_conflict") if kind == "table" else ("db", "herd"))
     db = a.kv.get("db") or a.opt("--db")
     if not db:
         raise Usage(f"add {kind}s needs db=NAME (the database they are in)")
@@ -347,6 +355,7 @@ def cmd_remove(a: Args, conn) -> int:
     if len(a.words) < 3:
         raise Usage("usage: pgrepl remove sync|herd|table|sequence|db|dbgroup NAME...")
     kind = _kind(a.words[1])
+    known_attributes(a, kind, ("db",) if kind in ("table", "sequence") else ())
     for name in a.words[2:]:
         if kind == "sync":
             removed = catalog.remove_sync(conn, name)
@@ -374,6 +383,8 @@ def cmd_update(a: Args, conn) -> int:
     if len(a.words) != 3 or a.words[1] != "sync" or not a.kv:
         raise Usage("usage: pgrepl update sync NAME [source=HERD] [targetdb=DB|targetgroup=GROUP] [type=TYPE] "
                     "[checktime=INTERVAL] [onetimecopy=0|1|2] [makedelta=yes|no]")
+    known_attributes(a, "sync", ("source", "herd", "targetdb", "targetgroup", "type", "checktime", "onetimecopy",
+                                 "makedelta"))
     kv = dict(a.kv)
     if "source" in kv:
         kv["herd"] = kv.pop("source")
@@ -381,9 +392,6 @@ def cmd_update(a: Args, conn) -> int:
         kv["onetimecopy"] = _int(kv["onetimecopy"], "onetimecopy")
     if "makedelta" in kv:
         kv["makedelta"] = _bool(kv["makedelta"], "makedelta")
-    unknown = set(kv) - {"herd", "targetdb", "targetgroup", "type", "checktime", "onetimecopy", "makedelta"}
-    if unknown:
-        raise Usage(f"unknown sync attribute(s): {', '.join(sorted(unknown))}")
     catalog.update_sync(conn, a.words[2], **kv)
     out(f'Updated sync "{a.words[2]}"')
     return EXIT_OK
@@ -730,6 +738,9 @@ def dispatch(a: Args) -> int:
     commands = {"show": cmd_show, "set": cmd_set, "add": cmd_add, "list": cmd_list, "remove": cmd_remove,
                 "update": cmd_update, "kick": cmd_kick, "status": cmd_status, "purge": cmd_purge,
                 "stop": cmd_stop, "validate": cmd_validate}
+    if verb in ("list", "kick", "status", "purge", "stop", "validate", "show", "activate", "deactivate", "start",
+                "restart"):   # take no NAME=VALUE; add, update, remove and set check theirs
+        known_attributes(a, verb, ())
     with catalog.open_control(conninfo) as conn:
         if verb in ("activate", "deactivate"):
             return cmd_activate(a, conn, verb == "activate")
