@@ -104,6 +104,22 @@ def test_validate_all_when_nothing_is_wrong_and_a_sync_that_does_not_exist(env):
     assert 'No sync named "nosuch"' in text
 
 
+def test_dropped_capture_schema_fails_the_run_and_validate_installs_it_again(env):
+    replicating(env)
+    env.x("master", "DROP SCHEMA pgrepl CASCADE")   # delta stores, positions, trigger functions and triggers
+    env.x("master", "UPDATE items SET val = 'uncaptured' WHERE id > 90")
+    env.wait_for(lambda: "no pgrepl capture schema" in last_error(env), what="the failed run in status")
+
+    _, text = env.cli("validate", "itemsync", "--onetimecopy")
+    assert "test1_master: public.items: was not captured: capture installed" in text
+    assert "position of itemsync towards test1_slave missing" in text
+    assert "Sync itemsync: marked onetimecopy=1" in text
+    env.wait_same("master", "slave", "items")
+    assert env.q("slave", "SELECT count(*) FROM items WHERE val = 'uncaptured'") == [(10,)]
+    env.x("master", "DELETE FROM items WHERE id = 1")
+    env.wait_same("master", "slave", "items")
+
+
 # --- partitioned tables --------------------------------------------------------------------------------------
 
 PARTITIONED = ("CREATE TABLE m (id int, part int, v text, PRIMARY KEY (id, part)) PARTITION BY LIST (part); "

@@ -35,7 +35,7 @@ _FIRING = ("O", "A")
 _INSPECT = """
 SELECT t.schemaname, t.relname, c.id, r.oid::bigint,
        (to_jsonb(c) ->> 'relid')::bigint,   -- a capture made by an older pgrepl has no relid column yet
-       to_regclass(format('pgrepl.%%I', c.delta_table)) IS NOT NULL,
+       CASE WHEN c.id IS NOT NULL THEN to_regclass(format('pgrepl.%%I', c.delta_table)) IS NOT NULL END,
        EXISTS (SELECT 1 FROM pgrepl.subscription s WHERE s.capture_id = c.id AND s.sync = %(sync)s),
        coalesce(tg.firing, '{}'), coalesce(tg.off, '{}')
   FROM unnest(%(schemas)s::text[], %(rels)s::text[]) AS t(schemaname, relname)
