@@ -29,6 +29,7 @@ def test_disabled_trigger_fails_the_run_and_validate_onetimecopy_recovers_the_mi
     error = last_error(env)
     assert "public.items" in error and "test1_master" in error and "pgrepl validate itemsync" in error
     assert env.q("slave", "SELECT count(*) FROM items WHERE val = 'while disabled'") == [(0,)]
+    assert "pgrepl_capture_upd disabled" in env.cli("check", expect=1)[1]   # `pgrepl check` says it too
 
     _, text = env.cli("validate", "itemsync", "--onetimecopy")
     assert "test1_master: public.items: re-enabled trigger(s) pgrepl_capture_upd" in text

@@ -584,10 +584,8 @@ def cmd_check(a: Args, conninfo: str) -> int:
                 try:
                     with catalog.member_connect(conn, src_db) as src:
                         capture.consumer_position(src, s["name"], tgt_db)
-                        missing = [t.qualname for t in catalog.sync_tables(conn, s)
-                                   if len(capture.triggers_on(src, t)) < len(capture.CAPTURE_TRIGGERS)]
-                    report(not missing, f'sync {s["name"]}: capture on {src_db} for {tgt_db}'
-                           + (f' (triggers missing on {", ".join(missing)})' if missing else ""))
+                        guard.check(s["name"], catalog.sync_tables(conn, s), (src_db, src))
+                    report(True, f'sync {s["name"]}: capture on {src_db} for {tgt_db}')
                 except PgreplError as e:
                     report(False, f'sync {s["name"]}: {e}')
     return EXIT_OK if not problems else EXIT_ERROR

@@ -146,7 +146,7 @@ def validate(control: psycopg.Connection, names: Iterable[str], onetimecopy: boo
             (v.errors if onetimecopy else v.lines).append(f"Sync {name}: {swap_fix}")
         elif not onetimecopy:
             v.lines.append(f"Sync {name}: changes may have been missed: an onetimecopy is needed "
-                           f"(`pgrepl validate {name} --onetimecopy`), or a compare of the tables")
+                           f"(`pgrepl update sync {name} onetimecopy=1`), or a compare of the tables")
         else:
             catalog.update_sync(control, name, onetimecopy=1)
             v.lines.append(f"Sync {name}: marked onetimecopy=1: its next run copies its tables whole")
