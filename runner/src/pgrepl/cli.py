@@ -646,7 +646,8 @@ HELP = {
            "                [checktime=INTERVAL] [onetimecopy=0|1|2] [makedelta=yes|no]\n"
            "  Names are identifiers: letters, digits, underscores (no hyphen). -T excludes, -t includes a table.\n"
            "  RULE (swap conflicts): source, target, latest, skip or abort. A pushdelta or swap sync needs a primary\n"
-           "  key (or a unique index on NOT NULL columns) on every table: use fullcopy for the others.\n"
+           "  key (or a unique index on NOT NULL columns) on every table: use fullcopy for the others, and for\n"
+           "  partitioned tables. An attribute a command does not know is refused.\n"
            "  onetimecopy=1 copies every table to the targets on the next run, 2 only to empty target tables.\n"
            "  Adding a pushdelta or swap sync installs its capture triggers on the source at once.",
     "list": "pgrepl list dbs|dbgroups|tables|sequences|herds|syncs|conflicts [NAME...] [--verbose] [--json]",
