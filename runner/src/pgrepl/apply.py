@@ -232,8 +232,12 @@ def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInf
     else:
         deleted = tgt.execute(sql.SQL("DELETE FROM {}").format(table.ident)).rowcount
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-    copied = stream_copy(src, tgt, sql.SQL("COPY {} ({}) TO STDOUT").format(table.ident, collist),
-                         sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, collist))
+    copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(table.ident, collist)
+    if src.execute("SELECT EXISTS (SELECT FROM pg_class WHERE oid = to_regclass(%s) AND relkind = 'p')",
+                   (sql.SQL("{}").format(table.ident).as_string(src),)).fetchone()[0]:
+        # PostgreSQL refuses `COPY parent TO`: the rows of a partitioned table are read through a query
+        copy_out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(collist, table.ident)
+    copied = stream_copy(src, tgt, copy_out, sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, collist))
     return Counts(inserts=copied, deletes=deleted)
 
 

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS pgrepl.capture (
     created     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (schemaname, relname)
 );
+-- the captured table's oid: a table dropped and re-created under its name has lost its triggers (guard.py)
+ALTER TABLE pgrepl.capture ADD COLUMN IF NOT EXISTS relid oid;
 CREATE TABLE IF NOT EXISTS pgrepl.truncate_log (
     capture_id  int NOT NULL REFERENCES pgrepl.capture ON DELETE CASCADE,
     txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
@@ -228,9 +230,10 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
         if cap is None:
             keycols = tuple(f"k{i + 1}" for i in range(len(table.pkey)))
             cap_id = conn.execute(
-                "INSERT INTO pgrepl.capture (schemaname, relname, delta_table, pkey, pktype, keycols) "
-                "VALUES (%s, %s, '', %s, %s, %s) RETURNING id",
-                (table.schemaname, table.relname, list(table.pkey), list(table.pktype), list(keycols))).fetchone()[0]
+                "INSERT INTO pgrepl.capture (schemaname, relname, delta_table, pkey, pktype, keycols, relid) "
+                "VALUES (%s, %s, '', %s, %s, %s, to_regclass(%s)) RETURNING id",
+                (table.schemaname, table.relname, list(table.pkey), list(table.pktype), list(keycols),
+                 sql.SQL("{}").format(table.ident).as_string(conn))).fetchone()[0]
             cap = Capture(cap_id, table, f"delta_{cap_id}", keycols)
             conn.execute("UPDATE pgrepl.capture SET delta_table = %s WHERE id = %s", (cap.delta_table, cap_id))
             keydefs = sql.SQL(", ").join(
@@ -242,23 +245,7 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
             ).format(delta=cap.delta, keydefs=keydefs))
             conn.execute(sql.SQL("CREATE INDEX {} ON {} (txid, {})").format(
                 sql.Identifier(f"{cap.delta_table}_txid"), cap.delta, keys))
-            for ddl in _capture_functions(conn, cap):
-                conn.execute(ddl)
-            fn = {f"fn{suffix}": sql.Identifier(SCHEMA, f"capture_{cap_id}{suffix}") for suffix in CAPTURE_FUNCTIONS}
-            changed_key = sql.SQL(" OR ").join(
-                sql.SQL("OLD.{k} IS DISTINCT FROM NEW.{k}").format(k=sql.Identifier(k)) for k in table.pkey)
-            for ddl in (
-                "CREATE TRIGGER pgrepl_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
-                "CREATE TRIGGER pgrepl_capture_upd AFTER UPDATE ON {t} REFERENCING NEW TABLE AS new_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
-                "CREATE TRIGGER pgrepl_capture_upd_key AFTER UPDATE ON {t} FOR EACH ROW WHEN ({changed_key}) "
-                "EXECUTE FUNCTION {fn_key}()",
-                "CREATE TRIGGER pgrepl_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION {fn_old}()",
-                "CREATE TRIGGER pgrepl_capture_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn_trunc}()",
-            ):
-                conn.execute(sql.SQL(ddl).format(t=table.ident, changed_key=changed_key, **fn))
+            install_triggers(conn, cap)
         conn.execute("INSERT INTO pgrepl.subscription (capture_id, sync) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                      (cap.id, sync))
         if key_index:
@@ -267,6 +254,32 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
                 sql.SQL(", ").join(sql.Identifier(k) for k in cap.keycols)))
         _set_notify_trigger(conn, cap, notify)
     return cap
+
+
+def install_triggers(conn: psycopg.Connection, cap: Capture) -> None:
+    """(Re)creates the capture's trigger functions and triggers, in the caller's transaction. Triggers left from
+    before (some dropped, some disabled) go first with their functions: the runner owns those, not the table."""
+    table = cap.table
+    for suffix in CAPTURE_FUNCTIONS:
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(
+            sql.Identifier(SCHEMA, f"capture_{cap.id}{suffix}")))
+    for ddl in _capture_functions(conn, cap):
+        conn.execute(ddl)
+    fn = {f"fn{suffix}": sql.Identifier(SCHEMA, f"capture_{cap.id}{suffix}") for suffix in CAPTURE_FUNCTIONS}
+    changed_key = sql.SQL(" OR ").join(
+        sql.SQL("OLD.{k} IS DISTINCT FROM NEW.{k}").format(k=sql.Identifier(k)) for k in table.pkey)
+    for ddl in (
+        "CREATE TRIGGER pgrepl_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        "CREATE TRIGGER pgrepl_capture_upd AFTER UPDATE ON {t} REFERENCING NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        "CREATE TRIGGER pgrepl_capture_upd_key AFTER UPDATE ON {t} FOR EACH ROW WHEN ({changed_key}) "
+        "EXECUTE FUNCTION {fn_key}()",
+        "CREATE TRIGGER pgrepl_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION {fn_old}()",
+        "CREATE TRIGGER pgrepl_capture_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn_trunc}()",
+    ):
+        conn.execute(sql.SQL(ddl).format(t=table.ident, changed_key=changed_key, **fn))
 
 
 def _set_notify_trigger(conn: psycopg.Connection, cap: Capture, on: bool) -> None:

@@ -544,6 +544,28 @@ def check_relations(conn, herd: str, tables: list[TableInfo]) -> None:
     if delta_syncs and pkless:
         raise Refused(f'Table {pkless[0]} has no primary key nor usable unique index: it cannot join herd "{herd}" '
                       f'of {delta_syncs[0]} (pushdelta/swap); put it in a fullcopy herd instead')
+    partitioned = _partitioned(conn, _herd_db(conn, herd), tables) if delta_syncs else []
+    if partitioned:
+        raise Refused(f'Table {partitioned[0]} is partitioned: it cannot join herd "{herd}" of {delta_syncs[0]} '
+                      f'(pushdelta/swap): {PARTITIONED}')
+
+
+# Capture triggers are statement-level with transition tables, which PostgreSQL allows on a partitioned table but
+# fires only for statements on the parent: writes made to a partition itself would not be captured.
+PARTITIONED = ("statement-level capture triggers on a partitioned table miss writes made directly to a partition; "
+               "put it in a fullcopy herd")
+
+
+def _partitioned(conn, db: str | None, tables: list[TableInfo]) -> list[str]:
+    """The partitioned tables (relkind p) among TABLES of database DB."""
+    tables = [t for t in tables if t.kind == "table"]
+    if db is None or not tables:
+        return []
+    with member_connect(conn, db, "pgrepl describe") as src:
+        rows = src.execute("SELECT format('%%s.%%s', u.s, u.r) FROM unnest(%s::text[], %s::text[]) AS u(s, r) "
+                           "JOIN pg_class c ON c.oid = to_regclass(format('%%I.%%I', u.s, u.r)) "
+                           "WHERE c.relkind = 'p'", ([t.schemaname for t in tables], [t.relname for t in tables]))
+        return [r[0] for r in rows]
 
 
 def check_targets(conn, sync: dict, targets: list[str]) -> None:
@@ -644,6 +666,10 @@ def check_sync(conn: psycopg.Connection, name: str, herd: str, type: str, target
         if pkless:
             raise Refused(f'Table {pkless[0]} (herd "{herd}") has no primary key nor usable unique index: a {type} '
                           f'sync cannot replicate it row by row; put it in a herd of its own with type=fullcopy')
+        partitioned = _partitioned(conn, sync["source"], [relation_info(m) for m in members])
+        if partitioned:
+            raise Refused(f'Table {partitioned[0]} (herd "{herd}") is partitioned: a {type} sync cannot capture it: '
+                          f'{PARTITIONED}')
     parse_interval(conn, checktime)
     return sync
 

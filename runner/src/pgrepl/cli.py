@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from . import __version__, capture, catalog, delta, swap, worker
+from . import __version__, catalog, delta, guard, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -26,7 +27,8 @@ from .settings import SETTINGS, validate
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_KICK_FAILED, EXIT_KICK_TIMEOUT = 0, 1, 2, 3, 4
 
 VALUE_OPTIONS = {"-t", "-T", "--herd", "--wait", "--keep", "--control", "--db"}
-FLAG_OPTIONS = {"--verbose", "-v", "--json", "--quiet", "-q", "--help", "-h", "--check", "--version"}
+FLAG_OPTIONS = {"--verbose", "-v", "--json", "--quiet", "-q", "--help", "-h", "--check", "--version",
+                "--onetimecopy"}
 
 
 class Usage(PgreplError):
@@ -76,6 +78,15 @@ def parse(argv: list[str]) -> Args:
         else:
             a.words.append(tok)
     return a
+
+
+def known_attributes(a: Args, what: str, known: Iterable[str]) -> None:
+    """Refuses NAME=VALUE attributes the command does not know, naming those it knows: a typo must not be
+    ignored (standard_confict=source would leave the default rule in force)."""
+    known = sorted(known)
+    unknown = sorted(set(a.kv) - set(known))
+    if unknown:
+        raise Usage(f"unknown {what} attribute(s): {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
 
 
 def out(line: str = "") -> None:
@@ -176,6 +187,7 @@ def cmd_add(a: Args, conn) -> int:
     if what == "dbgroup":
         if len(a.words) < 3:
             raise Usage("usage: pgrepl add dbgroup NAME DB...")
+        known_attributes(a, "dbgroup", ())
         name, members = a.words[2], a.words[3:]
         added = catalog.add_dbgroup(conn, name, members)
         for m in added:
@@ -186,10 +198,8 @@ def cmd_add(a: Args, conn) -> int:
         if len(a.words) != 3:
             raise Usage("usage: pgrepl add sync NAME source=HERD targetdb=DB|targetgroup=GROUP type=TYPE")
         kv = dict(a.kv)
-        unknown = set(kv) - {"source", "herd", "targetdb", "targetgroup", "type", "checktime", "onetimecopy",
-                             "makedelta", "status"}
-        if unknown:
-            raise Usage(f"unknown sync attribute(s): {', '.join(sorted(unknown))}")
+        known_attributes(a, "sync", ("source", "herd", "targetdb", "targetgroup", "type", "checktime",
+                                     "onetimecopy", "makedelta", "status"))
         herd = kv.get("source") or kv.get("herd")
         if not herd or not kv.get("type"):
             raise Usage("add sync needs source=HERD and type=pushdelta|fullcopy|swap")
@@ -221,9 +231,7 @@ def _bool(value: str, what: str) -> bool:
 def _add_db(a: Args, conn) -> int:
     if len(a.words) != 3 or "name" not in a.kv:
         raise Usage("usage: pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]")
-    unknown = set(a.kv) - {"name", "host", "port", "user", "pass", "password", "dbname"}
-    if unknown:
-        raise Usage(f"unknown database attribute(s): {', '.join(sorted(unknown))}")
+    known_attributes(a, "database", ("name", "host", "port", "user", "pass", "password", "dbname"))
     catalog.add_db(conn, a.kv["name"], a.words[2], a.kv.get("host"), _int(a.kv.get("port", "5432"), "port"),
                    a.kv.get("user"), a.kv.get("pass", a.kv.get("password")))
     out(f'Added database "{a.kv["name"]}"')
@@ -231,6 +239,7 @@ def _add_db(a: Args, conn) -> int:
 
 
 def _add_relations(a: Args, conn, kind: str, names: list[str]) -> int:
+    known_attributes(a, kind, ("db", "herd", "standard_conflict") if kind == "table" else ("db", "herd"))
     db = a.kv.get("db") or a.opt("--db")
     if not db:
         raise Usage(f"add {kind}s needs db=NAME (the database they are in)")
@@ -346,6 +355,7 @@ def cmd_remove(a: Args, conn) -> int:
     if len(a.words) < 3:
         raise Usage("usage: pgrepl remove sync|herd|table|sequence|db|dbgroup NAME...")
     kind = _kind(a.words[1])
+    known_attributes(a, kind, ("db",) if kind in ("table", "sequence") else ())
     for name in a.words[2:]:
         if kind == "sync":
             removed = catalog.remove_sync(conn, name)
@@ -373,6 +383,8 @@ def cmd_update(a: Args, conn) -> int:
     if len(a.words) != 3 or a.words[1] != "sync" or not a.kv:
         raise Usage("usage: pgrepl update sync NAME [source=HERD] [targetdb=DB|targetgroup=GROUP] [type=TYPE] "
                     "[checktime=INTERVAL] [onetimecopy=0|1|2] [makedelta=yes|no]")
+    known_attributes(a, "sync", ("source", "herd", "targetdb", "targetgroup", "type", "checktime", "onetimecopy",
+                                 "makedelta"))
     kv = dict(a.kv)
     if "source" in kv:
         kv["herd"] = kv.pop("source")
@@ -380,9 +392,6 @@ def cmd_update(a: Args, conn) -> int:
         kv["onetimecopy"] = _int(kv["onetimecopy"], "onetimecopy")
     if "makedelta" in kv:
         kv["makedelta"] = _bool(kv["makedelta"], "makedelta")
-    unknown = set(kv) - {"herd", "targetdb", "targetgroup", "type", "checktime", "onetimecopy", "makedelta"}
-    if unknown:
-        raise Usage(f"unknown sync attribute(s): {', '.join(sorted(unknown))}")
     catalog.update_sync(conn, a.words[2], **kv)
     out(f'Updated sync "{a.words[2]}"')
     return EXIT_OK
@@ -575,13 +584,27 @@ def cmd_check(a: Args, conninfo: str) -> int:
                 try:
                     with catalog.sync_source(conn, src_db, s["name"]) as (src, name):
                         delta.consumer_position(src, name, tgt_db)
-                        missing = [t.qualname for t in catalog.sync_tables(conn, s)
-                                   if len(capture.triggers_on(src, t)) < len(capture.CAPTURE_TRIGGERS)]
-                    report(not missing, f'sync {s["name"]}: capture on {src_db} for {tgt_db}'
-                           + (f' (triggers missing on {", ".join(missing)})' if missing else ""))
+                        guard.check(s["name"], name, catalog.sync_tables(conn, s), (src_db, src))
+                    report(True, f'sync {s["name"]}: capture on {src_db} for {tgt_db}')
                 except PgreplError as e:
                     report(False, f'sync {s["name"]}: {e}')
     return EXIT_OK if not problems else EXIT_ERROR
+
+
+def cmd_validate(a: Args, conn) -> int:
+    names = a.words[1:]
+    if not names:
+        raise Usage("usage: pgrepl validate SYNC... | all [--onetimecopy]")
+    if names == ["all"]:
+        names = [s["name"] for s in catalog.list_syncs(conn)]
+    for name in names:
+        catalog.get_sync(conn, name)
+    v = guard.validate(conn, names, onetimecopy="--onetimecopy" in a.flags)
+    for line in v.lines:
+        out(line)
+    for line in v.errors:
+        out(f"ERROR {line}")
+    return EXIT_ERROR if v.errors else EXIT_OK
 
 
 def cmd_purge(a: Args, conn) -> int:
@@ -623,7 +646,8 @@ HELP = {
            "                [checktime=INTERVAL] [onetimecopy=0|1|2] [makedelta=yes|no]\n"
            "  Names are identifiers: letters, digits, underscores (no hyphen). -T excludes, -t includes a table.\n"
            "  RULE (swap conflicts): source, target, latest, skip or abort. A pushdelta or swap sync needs a primary\n"
-           "  key (or a unique index on NOT NULL columns) on every table: use fullcopy for the others.\n"
+           "  key (or a unique index on NOT NULL columns) on every table: use fullcopy for the others, and for\n"
+           "  partitioned tables. An attribute a command does not know is refused.\n"
            "  onetimecopy=1 copies every table to the targets on the next run, 2 only to empty target tables.\n"
            "  Adding a pushdelta or swap sync installs its capture triggers on the source at once.",
     "list": "pgrepl list dbs|dbgroups|tables|sequences|herds|syncs|conflicts [NAME...] [--verbose] [--json]",
@@ -645,6 +669,12 @@ HELP = {
             "the runs: exit 0 when they\n  finished well, 3 when one failed, 4 when none finished in time.",
     "status": "pgrepl status [SYNC...] [--json]\n  A table of every sync (Name, Type, State, PID, Last good, Time, "
               "I/U/D, Last bad), or the\n  details of the syncs named.",
+    "validate": "pgrepl validate SYNC... | all [--onetimecopy]\n  Repairs the capture of pushdelta and swap syncs on "
+                "their databases: missing or disabled triggers,\n  a table dropped and re-created (new capture), a "
+                "missing delta store; says per table what it fixed.\n  Where changes may have been missed it says "
+                "that an onetimecopy (or a compare) is needed;\n  --onetimecopy marks those syncs for onetimecopy=1 "
+                "(their next run copies the tables whole).\n  Exit 0: nothing to fix or fixed; 1: something could "
+                "not be fixed.",
     "purge": "pgrepl purge delta INTERVAL     captured keys applied by every target and older than INTERVAL\n"
              "pgrepl purge runs INTERVAL      finished runs older than INTERVAL move to daily freezer tables\n"
              "pgrepl purge archive --keep N   freezer tables older than N days are dropped\n"
@@ -667,6 +697,7 @@ Commands:
   start | stop | restart | run [--check] | check
   kick SYNC [--wait S]       run a sync now
   status [SYNC]              what every sync did last
+  validate SYNC|all          repair lost capture (dropped/disabled triggers, re-created tables)
   purge delta|runs|archive|conflicts
   help COMMAND               details of a command
 
@@ -705,7 +736,10 @@ def dispatch(a: Args) -> int:
         return worker.run_worker(conninfo, a.words[1])
     commands = {"show": cmd_show, "set": cmd_set, "add": cmd_add, "list": cmd_list, "remove": cmd_remove,
                 "update": cmd_update, "kick": cmd_kick, "status": cmd_status, "purge": cmd_purge,
-                "stop": cmd_stop}
+                "stop": cmd_stop, "validate": cmd_validate}
+    if verb in ("list", "kick", "status", "purge", "stop", "validate", "show", "activate", "deactivate", "start",
+                "restart"):   # take no NAME=VALUE; add, update, remove and set check theirs
+        known_attributes(a, verb, ())
     with catalog.open_control(conninfo) as conn:
         if verb in ("activate", "deactivate"):
             return cmd_activate(a, conn, verb == "activate")

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import apply, capture, catalog, delta
+from . import apply, capture, catalog, delta, guard
 from .apply import Counts
 from .capture import Capture, TableInfo
 from .delta import Batch, Interval
@@ -82,6 +82,7 @@ def _work(control, settings: dict, sync: dict, key: str, should_stop: Callable[[
     a = _side(d.src, sync["source"], "source")
     b = _side(d.tgt, sync["targets"][0], "target")
     tables = sync_tables(control, sync)
+    guard.check(sync["name"], key, [t.info for t in tables], (a.db, d.src), (b.db, d.tgt))
     if probe:
         return any(_has_work(s, o, key, tables) for s, o in ((a, b), (b, a)))
     return SwapRun(control, settings, sync, key, a, b, tables, catalog.sync_tables(control, sync, "sequence"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog, delta, swap
+from . import alert, apply, capture, catalog, delta, guard, swap
 from .db import connect, member_conninfo
 from .errors import PgreplError
 
@@ -275,6 +275,7 @@ class SyncWorker:
 
     def _push(self, sync: dict, tables: list, seqs: list, d: _Direction, probe: bool) -> apply.Counts | bool:
         """One pushdelta run towards d.target (probe: only say whether there is anything to do)."""
+        guard.check(self.name, self.source_name, tables, (d.source, d.src))   # every poll: a lost capture has nothing to apply
         wanted = {(t.schemaname, t.relname) for t in tables}
         caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
         done, pending = delta.consumer_position(d.src, self.source_name, d.target)[:2]
