@@ -15,7 +15,7 @@ from datetime import timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from . import capture
+from . import capture, lease
 from .capture import TableInfo
 from .db import connect, member_conninfo
 from .errors import NotFound, PgreplError, Refused
@@ -823,10 +823,12 @@ def purge_archive(conn: psycopg.Connection, keep_days: int) -> list[str]:
 # --- status --------------------------------------------------------------------------------------------------
 
 def status(conn: psycopg.Connection, names: Iterable[str] = ()) -> list[dict]:
-    """Per sync: definition, worker state, and the last good and last bad runs within `days_back` days."""
+    """Per sync: definition, worker state, the session holding its lease and those waiting for it (see lease.py),
+    and the last good and last bad runs within `days_back` days."""
     days = int(all_settings(conn)["days_back"])
     wanted = list(names)
     syncs = [get_sync(conn, n) for n in wanted] if wanted else list_syncs(conn)
+    leases = lease.holders(conn, [s["name"] for s in syncs])
     out = []
     for s in syncs:
         state = _rows(conn, "SELECT state, pid, since, started FROM pgrepl.sync_state WHERE sync = %s", (s["name"],))
@@ -839,5 +841,6 @@ def status(conn: psycopg.Connection, names: Iterable[str] = ()) -> list[dict]:
             last[which] = rows[0] if rows else None
         out.append({**s, "checktime": str(s["checktime"]) if s["checktime"] else None,
                     "state": state[0] if state else None, "last_good": last["good"], "last_bad": last["bad"],
+                    **leases[s["name"]],
                     "tables": len(herd_members(conn, s["herd"]))})
     return out

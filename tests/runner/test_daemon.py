@@ -1,0 +1,196 @@
+"""The daemon's guarantees: one worker per sync (a lease the control database enforces), workers that die with
+their controller, pid files that cannot fool `start`/`stop`, no lost NOTIFY, timeouts on member sessions, and
+replication loops refused."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+
+ITEMS = "CREATE TABLE items (id int PRIMARY KEY, val text, n int DEFAULT 0)"
+
+
+def items_sync(e, target="slave", name="itemsync", **kv):
+    """`items` on master replicated by a pushdelta sync to TARGET."""
+    for host in ("master", target):
+        e.x(host, ITEMS)
+    e.add_databases("master", target)
+    e.cli("add", "table", "items", "db=test1_master", "herd=h")
+    e.cli("add", "sync", name, "source=h", f"targetdb=test1_{target}", "type=pushdelta",
+          *[f"{k}={v}" for k, v in kv.items()])
+
+
+def pgrepl_procs(e, what: str) -> list[int]:
+    """Live (not zombie) processes running `pgrepl WHAT` against this test's control database, found in /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (state not in ("Z", "X") and b"pgrepl" in args and what.encode() in args
+                and f"PGREPL_CONTROL={e.control}".encode() in environ):
+            found.append(int(entry.name))
+    return found
+
+
+def status_json(e) -> dict:
+    return {s["name"]: s for s in json.loads(e.cli("status", "--json")[1])["syncs"]}
+
+
+def run_pids(e, after: int) -> set[int]:
+    """pids of the workers that recorded a run applying something since run id AFTER."""
+    rows = e.c["master"].query("pgrepl", "SELECT DISTINCT pid FROM pgrepl.run WHERE id > %s "
+                                         "AND inserts + updates + deletes > 0", (after,))
+    return {r[0] for r in rows}
+
+
+def last_run_id(e) -> int:
+    return e.c["master"].query("pgrepl", "SELECT coalesce(max(id), 0) FROM pgrepl.run")[0][0]
+
+
+class Writer:
+    """Updates rows of `items` on master until stopped."""
+
+    def __init__(self, e):
+        self.e, self.stopping, self.count = e, threading.Event(), 0
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.e.c["master"].dsn("test1"), autocommit=True) as c:
+            while not self.stopping.is_set():
+                c.execute("UPDATE items SET n = n + 1 WHERE id = %s", (self.count % 100 + 1,))
+                self.count += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def worker_proc(e, sync: str) -> subprocess.Popen:
+    """A `pgrepl worker SYNC` started by hand, as a second host's daemon would."""
+    log = open(e.piddir.parent / f"worker-{sync}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "pgrepl", "worker", sync], stdout=log, stderr=log,
+                            env=dict(os.environ, PGREPL_CONTROL=e.control))
+
+
+# --- one worker per sync -------------------------------------------------------------------------------------
+
+def test_a_second_worker_waits_for_the_lease_and_never_applies(env):
+    items_sync(env)
+    env.x("master", "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 100) g")
+    env.start()
+    env.wait_same("master", "slave", "items")
+    first = status_json(env)["itemsync"]["pid"]
+    writer = Writer(env)
+    second = worker_proc(env, "itemsync")
+    try:
+        mark = last_run_id(env)
+        # the second worker is up: it either waits (says so in status) or, without a lease, applies beside the first
+        env.wait_for(lambda: second.pid in run_pids(env, mark) or
+                     f"waiting for the lease held by pgrepl worker pid={first}" in env.cli("status", "itemsync")[1],
+                     what="the second worker waiting or applying")
+        now = last_run_id(env)
+        env.wait_for(lambda: len(env.c["master"].query("pgrepl", "SELECT id FROM pgrepl.run WHERE id > %s AND "
+                                                                 "inserts + updates > 0", (now,))) >= 10,
+                     what="ten more runs under writes")
+        assert run_pids(env, mark) == {first}
+        assert status_json(env)["itemsync"]["waiting"][0]["pid"] == second.pid
+        # the holder goes: the waiting worker takes over
+        env.stop()
+        env.wait_for(lambda: second.pid in run_pids(env, mark), what="the second worker applying")
+        writer.stop()
+        env.wait_same("master", "slave", "items")
+        assert status_json(env)["itemsync"]["pid"] == second.pid
+    finally:
+        writer.stop()
+        second.terminate()
+        second.wait(30)
+
+
+def test_workers_die_with_their_controller(env):
+    items_sync(env)
+    env.start()
+    env.wait_for(lambda: pgrepl_procs(env, "worker"), what="a worker")
+    env.daemon_proc.kill()     # kill -9; left unreaped: a zombie, as under a supervisor that is slow to reap
+    env.wait_for(lambda: not pgrepl_procs(env, "worker"), timeout=15, what="the orphaned worker gone")
+    try:
+        assert "Starting pgrepl" in env.cli("start")[1]
+        env.x("master", "INSERT INTO items VALUES (1, 'after restart')")
+        env.wait_same("master", "slave", "items")
+        assert len(pgrepl_procs(env, "worker")) == 1
+    finally:
+        env.cli("stop")
+        env.daemon_proc.wait()
+
+
+# --- pid files -----------------------------------------------------------------------------------------------
+
+def test_a_stale_pid_file_naming_another_process_is_ignored(env):
+    items_sync(env)
+    env.piddir.mkdir(parents=True)
+    pidfile = env.piddir / "pgrepl.mcp.pid"
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        pidfile.write_text(f"{other.pid}\n")
+        assert "MCP: not running" in env.cli("status")[1]
+        env.cli("stop")
+        assert other.poll() is None, "pgrepl stop signalled a process that is not pgrepl"
+        pidfile.write_text(f"{other.pid}\n")
+        _, text = env.cli("start")
+        assert "already running" not in text
+        env.x("master", "INSERT INTO items VALUES (1, 'x')")
+        env.wait_same("master", "slave", "items")
+        env.cli("stop")
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_zombie_in_the_pid_file_is_not_running(env):
+    items_sync(env)
+    env.piddir.mkdir(parents=True)
+    zombie = subprocess.Popen([sys.executable, "-m", "pgrepl", "--version"], stdout=subprocess.DEVNULL)
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    env.wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", what="a zombie")
+    (env.piddir / "pgrepl.mcp.pid").write_text(f"{zombie.pid}\n")
+    try:
+        assert "MCP: not running" in env.cli("status")[1]
+        assert "Starting pgrepl" in env.cli("start")[1]
+    finally:
+        env.cli("stop")
+        zombie.wait()
+
+
+# --- notifications -------------------------------------------------------------------------------------------
+
+def test_a_change_notified_during_a_run_starts_the_next_run_at_once(env):
+    items_sync(env)
+    env.cli("set", "capture_notify=on", "poll_interval=600")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'first')")
+    env.wait_same("master", "slave", "items")
+    blocker = psycopg.connect(env.c["slave"].dsn("test1"))
+    try:
+        blocker.execute("LOCK TABLE items IN SHARE MODE")    # the next run waits on the target...
+        env.x("master", "INSERT INTO items VALUES (2, 'starts a run')")
+        env.wait_for(lambda: env.q("slave", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND application_name LIKE 'pgrepl%'") == [(1,)],
+                     what="a run waiting on the target")
+        env.x("master", "INSERT INTO items VALUES (3, 'committed during the run')")  # ...its NOTIFY comes now
+    finally:
+        blocker.rollback()
+        blocker.close()
+    env.wait_for(lambda: env.q("slave", "SELECT count(*) FROM items WHERE id = 3") == [(1,)], timeout=20,
+                 what="the change committed during the run applied (poll_interval is 600s)")
+    env.wait_same("master", "slave", "items")
