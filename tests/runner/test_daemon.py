@@ -194,3 +194,53 @@ def test_a_change_notified_during_a_run_starts_the_next_run_at_once(env):
     env.wait_for(lambda: env.q("slave", "SELECT count(*) FROM items WHERE id = 3") == [(1,)], timeout=20,
                  what="the change committed during the run applied (poll_interval is 600s)")
     env.wait_same("master", "slave", "items")
+
+
+# --- timeouts ------------------------------------------------------------------------------------------------
+
+def test_a_run_blocked_by_a_lock_fails_after_lock_timeout_and_names_the_blocker(env):
+    items_sync(env)
+    env.cli("set", "lock_timeout=1")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'x')")
+    env.wait_same("master", "slave", "items")
+    blocker = psycopg.connect(env.c["slave"].dsn("test1"), application_name="forgotten session")
+    try:
+        blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        pid = blocker.info.backend_pid
+        env.x("master", "INSERT INTO items VALUES (2, 'y')")
+        env.wait_for(lambda: "lock timeout" in env.cli("status", "itemsync")[1], what="a run failed on the lock")
+        _, text = env.cli("status", "itemsync")
+        assert f"blocked by pid {pid} (forgotten session" in text, text
+    finally:
+        blocker.rollback()
+        blocker.close()
+    env.wait_same("master", "slave", "items")
+
+
+def test_a_role_level_statement_timeout_does_not_kill_the_runner(env):
+    """The replication role has a statement_timeout that any real COPY exceeds: the runner's own value wins."""
+    env.c["slave"].execute("postgres", "DROP ROLE IF EXISTS hasty")
+    env.c["slave"].execute("postgres", "CREATE ROLE hasty LOGIN SUPERUSER")
+    env.c["slave"].execute("postgres", "ALTER ROLE hasty SET statement_timeout = '5ms'")
+    try:
+        for host in ("master", "slave"):
+            env.x(host, ITEMS)
+        env.x("master", "INSERT INTO items SELECT g, repeat('v', 100) FROM generate_series(1, 200000) g")
+        env.add_databases("master")
+        env.cli("add", "database", "test1", "name=test1_slave", "host=127.0.0.1", f"port={env.c['slave'].port}",
+                "user=hasty")
+        env.cli("add", "table", "items", "db=test1_master", "herd=h")
+        env.cli("add", "sync", "itemsync", "source=h", "targetdb=test1_slave", "type=pushdelta", "onetimecopy=1")
+        env.start()
+        env.wait_same("master", "slave", "items", timeout=60)
+    finally:
+        env.stop()
+        env.c["slave"].execute("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                           "WHERE usename = 'hasty'")
+        env.c["slave"].execute("postgres", "DROP ROLE IF EXISTS hasty")
+
+
+def test_timeout_settings_are_checked(env):
+    env.cli("set", "lock_timeout=abc", expect=1)
+    assert "lock_timeout" in env.cli("show", "lock_timeout", "statement_timeout", "--verbose")[1]

@@ -9,7 +9,8 @@ targets, and the other syncs, go on meanwhile. SIGTERM stops a worker between tw
 
 One worker per sync: a worker applies only while it holds its sync's lease in the control database (lease.py);
 another waits. Workers get SIGTERM when their controller dies, even by kill -9 (Linux's parent-death signal), and
-notice a new parent otherwise, so a restarted controller never runs beside orphans.
+notice a new parent otherwise, so a restarted controller never runs beside orphans. Member sessions carry the
+runner's own lock_timeout and statement_timeout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import psycopg
 
 from . import alert, apply, capture, catalog, lease, swap
-from .db import connect, member_conninfo
+from .db import connect, member_conninfo, session_options
 from .errors import PgreplError
 
 log = logging.getLogger("pgrepl")
@@ -160,7 +161,8 @@ class SyncWorker:
         self.stopper = _Stopper()
 
     def _connect(self, db_name: str, listen: bool = False) -> psycopg.Connection:
-        conn = connect(member_conninfo(catalog.get_db(self.control, db_name)), f"pgrepl {self.name}")
+        conn = connect(member_conninfo(catalog.get_db(self.control, db_name)), f"pgrepl {self.name}",
+                       options=session_options(self.settings["lock_timeout"], self.settings["statement_timeout"]))
         if listen:
             conn.execute(f"LISTEN {capture.NOTIFY_CHANNEL}")
             self.stopper.watch(conn)
@@ -298,6 +300,8 @@ class SyncWorker:
             return True
         except (psycopg.Error, PgreplError, OSError) as e:
             message = str(e).strip() or type(e).__name__
+            if isinstance(e, psycopg.errors.LockNotAvailable):
+                message += self._blockers(d)
             d.failures += 1
             delay = min(float(self.settings["retry_min"]) * 2 ** (d.failures - 1), float(self.settings["retry_max"]))
             d.retry_at = time.monotonic() + delay
@@ -313,6 +317,32 @@ class SyncWorker:
             return False
         finally:
             self._state("idle")
+
+    def _blockers(self, d: _Direction) -> str:
+        """The sessions holding locks on the sync's tables, asked right after a lock timeout: the one the run waited
+        for is among them (pg_blocking_pids says nothing once our statement is cancelled)."""
+        tables = catalog.sync_tables(self.control, catalog.get_sync(self.control, self.name))
+        ours = [c.info.backend_pid for c in (d.src, d.tgt) if c is not None and not c.closed]
+        found = []
+        for db, conn in ((d.source, d.src), (d.target, d.tgt)):
+            if conn is None or conn.closed:
+                continue
+            try:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                rows = conn.execute(
+                    "SELECT l.pid, a.application_name, host(a.client_addr), a.state, "
+                    "string_agg(l.mode || ' on ' || l.relation::regclass::text, ', ' ORDER BY l.mode) "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.granted AND l.pid <> ALL(%s) AND l.relation IN "
+                    " (SELECT to_regclass(format('%%I.%%I', s, r)) FROM unnest(%s::text[], %s::text[]) AS t(s, r)) "
+                    "GROUP BY 1, 2, 3, 4 ORDER BY 1",
+                    (ours, [t.schemaname for t in tables], [t.relname for t in tables])).fetchall()
+            except psycopg.Error:
+                continue
+            found += [f'pid {pid} ({app or "no application_name"}, {addr or "local socket"}, {state}, {modes}) '
+                      f'on {db}' for pid, app, addr, state, modes in rows]
+        return f"\nblocked by {'; '.join(found)}" if found else ""
 
     def _fullcopy(self, sync: dict, kicks: list[int]) -> bool:
         tables = catalog.sync_tables(self.control, sync)
