@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import psycopg
+import pytest
 
 ITEMS = "CREATE TABLE items (id int PRIMARY KEY, val text, n int DEFAULT 0)"
 
@@ -244,3 +245,65 @@ def test_a_role_level_statement_timeout_does_not_kill_the_runner(env):
 def test_timeout_settings_are_checked(env):
     env.cli("set", "lock_timeout=abc", expect=1)
     assert "lock_timeout" in env.cli("show", "lock_timeout", "statement_timeout", "--verbose")[1]
+
+
+# --- replication loops ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def three(env):
+    """`items` and `pairs` in test1 of master (A), slave (B) and master2 (C), a herd of each table on each."""
+    for host in ("master", "slave", "master2"):
+        env.x(host, ITEMS)
+        env.x(host, "CREATE TABLE pairs (id int PRIMARY KEY, val text)")
+    env.add_databases("master", "slave", "master2")
+    for host in ("master", "slave", "master2"):
+        env.cli("add", "table", "items", f"db=test1_{host}", f"herd=items_{host}")
+        env.cli("add", "table", "pairs", f"db=test1_{host}", f"herd=pairs_{host}")
+    return env
+
+
+def refused(e, *args) -> str:
+    code, text = e.cli(*args, expect=None)
+    assert code == 1, f"pgrepl {' '.join(args)} -> {code}:\n{text}"
+    return text
+
+
+def test_replication_loops_are_refused(three):
+    e = three
+    e.cli("add", "sync", "ab", "source=items_master", "targetdb=test1_slave", "type=pushdelta", "makedelta=yes")
+    text = refused(e, "add", "sync", "ba", "source=items_slave", "targetdb=test1_master", "type=pushdelta")
+    assert 'Sync "ba" would make a replication loop on table public.items' in text, text
+    assert "test1_master -> test1_slave (sync ab)" in text and "test1_slave -> test1_master (sync ba)" in text
+    e.cli("add", "sync", "bc", "source=items_slave", "targetdb=test1_master2", "type=pushdelta")
+    # A -> B (makedelta: B captures what it receives) -> C -> A
+    text = refused(e, "add", "sync", "ca", "source=items_master2", "targetdb=test1_master", "type=pushdelta")
+    assert "replication loop on table public.items" in text and "(sync bc)" in text, text
+    # without makedelta on A -> B, A's changes stop at B: C -> A is a plain second source of A
+    e.cli("update", "sync", "ab", "makedelta=no")
+    e.cli("add", "sync", "ca", "source=items_master2", "targetdb=test1_master", "type=pushdelta")
+    assert "replication loop" in refused(e, "update", "sync", "ab", "makedelta=yes")
+    # a loop made by activating an inactive sync, or by retargeting one
+    e.cli("add", "sync", "ba", "source=items_slave", "targetdb=test1_master", "type=pushdelta", "status=inactive")
+    assert "replication loop" in refused(e, "activate", "ba")
+    assert "replication loop" in refused(e, "update", "sync", "bc", "targetdb=test1_master")
+    _, text = e.cli("list", "syncs")
+    assert "Sync: ba (pushdelta) items_slave => test1_master (Inactive)" in text
+    assert "Sync: bc (pushdelta) items_slave => test1_master2 (Active)" in text
+
+
+def test_a_swap_pair_is_no_loop_but_a_pushdelta_against_it_is(three):
+    e = three
+    e.cli("add", "sync", "sw", "source=pairs_master", "targetdb=test1_slave", "type=swap")
+    text = refused(e, "add", "sync", "back", "source=pairs_slave", "targetdb=test1_master", "type=pushdelta")
+    assert "replication loop on table public.pairs" in text and "(sync sw)" in text, text
+    e.cli("add", "sync", "onward", "source=pairs_slave", "targetdb=test1_master2", "type=pushdelta")
+
+
+def test_onetimecopy_on_a_swap_sync_is_refused(three):
+    e = three
+    text = refused(e, "add", "sync", "sw", "source=pairs_master", "targetdb=test1_slave", "type=swap",
+                   "onetimecopy=1")
+    assert "onetimecopy" in text and "swap" in text, text
+    e.cli("add", "sync", "sw", "source=pairs_master", "targetdb=test1_slave", "type=swap")
+    assert "onetimecopy" in refused(e, "update", "sync", "sw", "onetimecopy=2")
+    assert "onetimecopy: 0" in e.cli("list", "syncs", "--verbose")[1]
