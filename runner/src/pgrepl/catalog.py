@@ -16,7 +16,7 @@ from datetime import timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from . import capture, delta
+from . import capture, delta, lease, loops
 from .capture import TableInfo
 from .db import connect, member_conninfo
 from .errors import NotFound, PgreplError, Refused
@@ -640,7 +640,8 @@ def parse_interval(conn: psycopg.Connection, value: str | None) -> timedelta | N
 
 
 def check_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb: str | None = None,
-               targetgroup: str | None = None, checktime: str | None = None, onetimecopy: int = 0) -> dict:
+               targetgroup: str | None = None, checktime: str | None = None, onetimecopy: int = 0,
+               makedelta: bool = False, active: bool = True) -> dict:
     """Every refusal add_sync would make, without changing anything; returns the sync as it would be
     (with its source and target databases). Also what a dry run (check mode) calls."""
     check_name("sync", name)
@@ -648,9 +649,7 @@ def check_sync(conn: psycopg.Connection, name: str, herd: str, type: str, target
         raise Refused(f'Invalid sync type "{type}": must be one of {", ".join(SYNC_TYPES)}')
     if bool(targetdb) == bool(targetgroup):
         raise Refused("A sync needs exactly one of targetdb=DB or targetgroup=GROUP")
-    if int(onetimecopy) not in (0, 1, 2):
-        raise Refused(f"Invalid onetimecopy {onetimecopy}: 0 (off), 1 (copy every table once) or 2 (copy only to "
-                      "empty tables)")
+    check_onetimecopy(name, type, onetimecopy)
     members = herd_members(conn, get_herd(conn, herd)["name"])
     if not members:
         raise Refused(f'Herd "{herd}" is empty: add tables to it first')
@@ -671,7 +670,30 @@ def check_sync(conn: psycopg.Connection, name: str, herd: str, type: str, target
             raise Refused(f'Table {partitioned[0]} (herd "{herd}") is partitioned: a {type} sync cannot capture it: '
                           f'{PARTITIONED}')
     parse_interval(conn, checktime)
+    sync["makedelta"] = bool(makedelta)
+    if active:
+        check_loops(conn, sync)
     return sync
+
+
+def check_onetimecopy(name: str, type: str, onetimecopy: int) -> None:
+    if int(onetimecopy) not in (0, 1, 2):
+        raise Refused(f"Invalid onetimecopy {onetimecopy}: 0 (off), 1 (copy every table once) or 2 (copy only to "
+                      "empty tables)")
+    if type == "swap" and int(onetimecopy):
+        raise Refused(f'Sync "{name}": onetimecopy is not supported by a swap sync (both sides are sources, so a '
+                      f'copy would overwrite one side\'s changes): make the tables equal first, e.g. with a fullcopy '
+                      f'sync one way, then add the swap with onetimecopy=0')
+
+
+def check_loops(conn: psycopg.Connection, sync: dict) -> None:
+    """Refuses SYNC (as it would be, active) when it closes a replication loop with the active syncs."""
+    others = [s for s in list_syncs(conn) if s["status"] == "active" and s["name"] != sync["name"]]
+    loop = loops.find_loop(sync, others, lambda s: [t.qualname for t in sync_tables(conn, s)])
+    if loop:
+        raise Refused(f'Sync "{sync["name"]}" would make a {loop}. Each side would overwrite the other\'s changes '
+                      f'with no conflict rule: for two-way replication use one swap sync; a change travels on past a '
+                      f'database only when the sync that brought it there has makedelta')
 
 
 def add_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb: str | None = None,
@@ -679,7 +701,7 @@ def add_sync(conn: psycopg.Connection, name: str, herd: str, type: str, targetdb
              makedelta: bool = False, active: bool = True) -> dict:
     if _rows(conn, "SELECT 1 FROM pgrepl.sync WHERE name = %s", (check_name("sync", name),)):
         raise Refused(f'A sync named "{name}" already exists')
-    sync = check_sync(conn, name, herd, type, targetdb, targetgroup, checktime, onetimecopy)
+    sync = check_sync(conn, name, herd, type, targetdb, targetgroup, checktime, onetimecopy, makedelta, active)
     interval = parse_interval(conn, checktime)
     _install_capture(conn, sync)
     try:
@@ -699,23 +721,28 @@ def update_sync(conn: psycopg.Connection, name: str, **changes) -> dict:
     capture moved, then it is reactivated if it was active; changes captured meanwhile are kept (consumers of
     targets that stay keep their position)."""
     sync = get_sync(conn, name)
+    was_active = sync["status"] == "active"
     simple = {k: changes.pop(k) for k in ("checktime", "onetimecopy", "makedelta") if k in changes}
     if "checktime" in simple:
         simple["checktime"] = parse_interval(conn, simple["checktime"])
+    new = {**sync, **simple, **changes}
+    if changes.get("targetdb"):
+        new["targetgroup"] = None
+    if changes.get("targetgroup"):
+        new["targetdb"] = None
+    # refuse before touching anything, and keep capture by what the sync becomes, not what it was
+    check_onetimecopy(name, new["type"], new["onetimecopy"])
+    if changes:
+        new.update(check_sync(conn, name, new["herd"], new["type"], new["targetdb"], new["targetgroup"],
+                              onetimecopy=new["onetimecopy"], makedelta=new["makedelta"], active=was_active))
+    elif was_active:
+        check_loops(conn, new)
     for key, value in simple.items():
         conn.execute(psycopg.sql.SQL("UPDATE pgrepl.sync SET {} = %s WHERE name = %s").format(
             psycopg.sql.Identifier(key)), (value, name))
     if not changes:
         notify_control(conn)
         return get_sync(conn, name)
-    new = {**sync, **changes}
-    if changes.get("targetdb"):
-        new["targetgroup"] = None
-    if changes.get("targetgroup"):
-        new["targetdb"] = None
-    # refuse before touching anything, and keep capture by what the sync becomes, not what it was
-    new.update(check_sync(conn, name, new["herd"], new["type"], new["targetdb"], new["targetgroup"]))
-    was_active = sync["status"] == "active"
     set_active(conn, name, False)
     remove_sync(conn, name, keep_capture_for=new)
     return add_sync(conn, name, new["herd"], new["type"], new["targetdb"], new["targetgroup"],
@@ -724,8 +751,10 @@ def update_sync(conn: psycopg.Connection, name: str, **changes) -> dict:
 
 
 def set_active(conn: psycopg.Connection, name: str, active: bool) -> bool:
-    """Returns True when the status changed."""
-    get_sync(conn, name)
+    """Returns True when the status changed. Activating a sync that would close a replication loop is refused."""
+    sync = get_sync(conn, name)
+    if active and sync["status"] != "active":
+        check_loops(conn, sync)
     changed = conn.execute("UPDATE pgrepl.sync SET status = %s WHERE name = %s AND status <> %s",
                            ("active" if active else "inactive", name, "active" if active else "inactive")).rowcount
     notify_control(conn)
@@ -874,10 +903,12 @@ def purge_archive(conn: psycopg.Connection, keep_days: int) -> list[str]:
 # --- status --------------------------------------------------------------------------------------------------
 
 def status(conn: psycopg.Connection, names: Iterable[str] = ()) -> list[dict]:
-    """Per sync: definition, worker state, and the last good and last bad runs within `days_back` days."""
+    """Per sync: definition, worker state, the session holding its lease and those waiting for it (see lease.py),
+    and the last good and last bad runs within `days_back` days."""
     days = int(all_settings(conn)["days_back"])
     wanted = list(names)
     syncs = [get_sync(conn, n) for n in wanted] if wanted else list_syncs(conn)
+    leases = lease.holders(conn, [s["name"] for s in syncs])
     out = []
     for s in syncs:
         state = _rows(conn, "SELECT state, pid, since, started FROM pgrepl.sync_state WHERE sync = %s", (s["name"],))
@@ -890,5 +921,6 @@ def status(conn: psycopg.Connection, names: Iterable[str] = ()) -> list[dict]:
             last[which] = rows[0] if rows else None
         out.append({**s, "checktime": str(s["checktime"]) if s["checktime"] else None,
                     "state": state[0] if state else None, "last_good": last["good"], "last_bad": last["bad"],
+                    **leases[s["name"]],
                     "tables": len(herd_members(conn, s["herd"]))})
     return out

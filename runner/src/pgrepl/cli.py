@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, catalog, delta, guard, swap, worker
+from . import __version__, catalog, delta, guard, lease, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -442,11 +442,11 @@ def cmd_status(a: Args, conn) -> int:
     rows = catalog.status(conn, a.words[1:])
     settings = catalog.all_settings(conn)
     mcp = _mcp_pid(conn)
-    for r in rows:
-        st = r["state"]
-        alive = bool(st and st["pid"] and worker.read_pid(worker.pid_path(settings, f'sync.{r["name"]}')))
-        r["current_state"] = (st["state"] if alive else ("inactive" if r["status"] != "active" else "stopped"))
-        r["pid"] = st["pid"] if alive else None
+    for r in rows:   # the lease in the control database says whether a worker runs the sync, on any host
+        st, holder = r["state"], r["lease"]
+        r["current_state"] = (st["state"] if holder and st else "waiting" if r["waiting"] else
+                              "inactive" if r["status"] != "active" else "stopped")
+        r["pid"] = (holder["pid"] or st and st["pid"]) if holder else None
     if a.json:
         emit_json({"mcp_pid": mcp, "days_back": int(settings["days_back"]), "syncs": rows})
         return EXIT_OK
@@ -470,7 +470,15 @@ def cmd_status(a: Args, conn) -> int:
         out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if len(table) == 1:
         _no_entries("sync")
+    for r in rows:
+        for w in r["waiting"]:
+            out(f'{r["name"]}: {_waiting(w, r)}')
     return EXIT_OK
+
+
+def _waiting(w: dict, r: dict) -> str:
+    held = lease.describe(r["lease"]) if r["lease"] else "a worker that just stopped"
+    return f"{lease.describe(w)} is waiting for the lease held by {held}"
 
 
 def _status_detail(r: dict, settings: dict) -> None:
@@ -479,6 +487,8 @@ def _status_detail(r: dict, settings: dict) -> None:
     lines = [
         ("Sync name", r["name"]),
         ("Current state", f'{r["current_state"]}' + (f' (PID = {r["pid"]})' if r["pid"] else "")),
+        ("Lease", f'held by {lease.describe(r["lease"])}' if r["lease"] else "not held: no worker runs this sync"),
+        *[("Waiting", _waiting(w, r)) for w in r["waiting"]],
         ("Type", r["type"]),
         ("Source herd/database", f'{r["herd"]} / {r["source"]}'),
         (("Target database", r["targetdb"]) if r["targetdb"] else
@@ -668,7 +678,9 @@ HELP = {
     "kick": "pgrepl kick SYNC... [--wait SECONDS]\n  Asks the daemon to run the syncs now. With --wait, waits for "
             "the runs: exit 0 when they\n  finished well, 3 when one failed, 4 when none finished in time.",
     "status": "pgrepl status [SYNC...] [--json]\n  A table of every sync (Name, Type, State, PID, Last good, Time, "
-              "I/U/D, Last bad), or the\n  details of the syncs named.",
+              "I/U/D, Last bad), or the\n  details of the syncs named. State and PID are those of the worker holding "
+              "the sync's lease, on\n  any host; a second worker of a sync waits for the lease and is listed "
+              "with its holder.",
     "validate": "pgrepl validate SYNC... | all [--onetimecopy]\n  Repairs the capture of pushdelta and swap syncs on "
                 "their databases: missing or disabled triggers,\n  a table dropped and re-created (new capture), a "
                 "missing delta store; says per table what it fixed.\n  Where changes may have been missed it says "

@@ -47,6 +47,15 @@ TCP_SETTINGS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval
                 "tcp_user_timeout": "60000"}
 
 
+def session_options(lock_timeout: str, statement_timeout: str) -> str:
+    """libpq `options` giving a member session the runner's own timeouts (settings, in seconds; 0: none). Options
+    sent at connection take precedence over ALTER ROLE/DATABASE ... SET, so a statement_timeout meant for the
+    replication role's other uses cannot kill a long COPY."""
+    ms = {name: round(float(value) * 1000) for name, value in
+          (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout))}
+    return " ".join(f"-c {name}={value}" for name, value in ms.items())
+
+
 def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = True, **kw) -> psycopg.Connection:
     try:
         given = psycopg.conninfo.conninfo_to_dict(conninfo)

@@ -60,6 +60,16 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("retry_min", "1", "seconds before the first retry of a failed run", _number(0.1, 3600)),
     Setting("retry_max", "60", "longest wait between retries of a failed run (backoff doubles up to it)",
             _number(0.1, 86400)),
+    Setting("lock_timeout", "30",
+            "seconds a runner statement on a member database waits for a lock; 0: forever. Short locks of a busy "
+            "table are waited out; a session that holds a lock longer (a forgotten open transaction, a long ALTER) "
+            "makes the run fail, alerted, with the blocking pid in `pgrepl status SYNC`, instead of a silent stall",
+            _number(0, 86400)),
+    Setting("statement_timeout", "0",
+            "seconds a runner statement on a member database may run; 0 (the default): no limit, since a COPY of a "
+            "big table or a big batch legitimately takes long. The runner sets both timeouts on its own sessions, "
+            "so a statement_timeout set on the replication role or database does not apply to it",
+            _number(0, 86400)),
     Setting("fullcopy_delete_method", "delete", "how a fullcopy empties a target table: delete or truncate",
             _choice("delete", "truncate")),
     Setting("fullcopy_analyze", "yes", "ANALYZE target tables after a fullcopy", _choice("yes", "no")),

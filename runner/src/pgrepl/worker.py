@@ -6,10 +6,16 @@ A worker waits for changes (NOTIFY from the capture triggers when `capture_notif
 `poll_interval`), for kicks (NOTIFY on the control database) and for its `checktime`, then runs its sync.
 A target that fails is retried with exponential backoff between `retry_min` and `retry_max`; the sync's other
 targets, and the other syncs, go on meanwhile. SIGTERM stops a worker between two batches.
+
+One worker per sync: a worker applies only while it holds its sync's lease in the control database (lease.py);
+another waits. Workers get SIGTERM when their controller dies, even by kill -9 (Linux's parent-death signal), and
+notice a new parent otherwise, so a restarted controller never runs beside orphans. Member sessions carry the
+runner's own lock_timeout and statement_timeout.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -23,11 +29,17 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog, delta, guard, swap
-from .db import connect, member_conninfo
+from . import alert, apply, capture, catalog, delta, guard, lease, swap
+from .db import connect, member_conninfo, session_options
 from .errors import PgreplError
 
 log = logging.getLogger("pgrepl")
+LEASE_RETRY = 2.0          # seconds between two tries of a busy lease
+PR_SET_PDEATHSIG = 1
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):   # not Linux: the worker's getppid() check alone notices a dead controller
+    _PRCTL = None
 
 
 def setup_logging(level: str, name: str = "pgrepl") -> None:
@@ -45,20 +57,43 @@ def stopfile_path(settings: dict) -> Path:
 
 
 def read_pid(path: Path) -> int | None:
-    """The pid in PATH when that process is alive, else None."""
+    """The pid in PATH when that process is a live pgrepl, else None."""
     try:
         pid = int(path.read_text().split()[0])
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError, IndexError):
         return None
+    return pid if is_pgrepl(pid) else None
+
+
+def is_pgrepl(pid: int) -> bool:
+    """PID runs pgrepl (`python -m pgrepl` or a `pgrepl` script). A zombie (dead, not yet reaped) does not, nor
+    another program that got the pid of a pgrepl that died."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():   # no procfs: alive is all we can tell
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    if state in ("Z", "X"):
+        return False
+    return any(Path(a.decode(errors="replace")).name == "pgrepl" for a in args[:2]) or any(
+        a == b"-m" and b == b"pgrepl" for a, b in zip(args, args[1:], strict=False))
 
 
 class _Stopper:
-    """SIGTERM/SIGINT set a flag and wake any select() through a pipe."""
+    """SIGTERM/SIGINT set a flag and wake any select() through a pipe. Notifications are remembered even when
+    psycopg reads them while a query runs (it hands them to handlers, and libpq forgets them): one that arrives
+    during a run makes the next wait return at once instead of sleeping until the next poll."""
 
     def __init__(self) -> None:
         self.stopping = False
+        self.notified = False
         self.rfd, wfd = os.pipe()
         os.set_blocking(self.rfd, False)
         os.set_blocking(wfd, False)
@@ -69,24 +104,33 @@ class _Stopper:
     def _stop(self, *signal_args):
         self.stopping = True
 
+    def watch(self, conn: psycopg.Connection) -> None:
+        conn.add_notify_handler(self._note)
+
+    def _note(self, notify) -> None:
+        self.notified = True
+
     def wait(self, conns: list[psycopg.Connection], timeout: float) -> bool:
-        """Sleeps until a notification arrives on one of CONNS, a signal, or TIMEOUT. True when notified."""
-        if timeout <= 0:
-            return False
-        fds = [c.fileno() for c in conns if not c.closed] + [self.rfd]
-        readable = select.select(fds, [], [], timeout)[0]
-        try:
-            while os.read(self.rfd, 64):
+        """Sleeps until a notification arrives on one of CONNS, a signal, or TIMEOUT; does not sleep when one came
+        since the last wait. True when notified."""
+        self._drain(conns)
+        if not self.notified and not self.stopping and timeout > 0:
+            select.select([c.fileno() for c in conns if not c.closed] + [self.rfd], [], [], timeout)
+            try:
+                while os.read(self.rfd, 64):
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
-        notified = False
+            self._drain(conns)
+        notified, self.notified = self.notified, False
+        return notified
+
+    def _drain(self, conns: list[psycopg.Connection]) -> None:
         for c in conns:
-            if not c.closed and c.fileno() in readable:
+            if not c.closed:
                 c.pgconn.consume_input()
                 while c.pgconn.notifies() is not None:
-                    notified = True
-        return notified
+                    self.notified = True
 
 
 # --- worker --------------------------------------------------------------------------------------------------
@@ -113,20 +157,32 @@ class SyncWorker:
         self.control_conninfo = control_conninfo
         self.name = sync_name
         self.pid = os.getpid()
+        self.parent = int(os.environ.get("PGREPL_CONTROLLER_PID") or 0)   # set when a controller started us
         self.stopper = _Stopper()
 
     def _connect(self, db_name: str, listen: bool = False) -> psycopg.Connection:
-        conn = connect(member_conninfo(catalog.get_db(self.control, db_name)), f"pgrepl {self.name}")
+        conn = connect(member_conninfo(catalog.get_db(self.control, db_name)), f"pgrepl {self.name}",
+                       options=session_options(self.settings["lock_timeout"], self.settings["statement_timeout"]))
         if listen:
             conn.execute(f"LISTEN {capture.NOTIFY_CHANNEL}")
+            self.stopper.watch(conn)
         return conn
+
+    def _orphaned(self) -> bool:
+        """The controller that started this worker is gone (the fallback of the parent-death signal)."""
+        return bool(self.parent) and os.getppid() != self.parent
 
     def run(self) -> int:
         self.control = catalog.open_control(self.control_conninfo)
+        self.control.execute("SELECT set_config('application_name', %s, false)", (lease.application_name(self.pid),))
         self.control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
         self.source_name = catalog.source_name(self.control, self.name)
+        self.stopper.watch(self.control)
         self.settings = catalog.all_settings(self.control)
         setup_logging(self.settings["log_level"], f"pgrepl[{self.name}]")
+        if not self._take_lease():
+            self.control.close()
+            return 0
         pidfile = pid_path(self.settings, f"sync.{self.name}")
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         pidfile.write_text(f"{self.pid}\n")
@@ -145,9 +201,35 @@ class SyncWorker:
             log.info("stopped")
         return 0
 
+    def _take_lease(self) -> bool:
+        """Waits until this worker holds its sync's lease; False when it is asked to stop first, its controller
+        died, or the sync was deactivated or removed."""
+        said = None
+        while not lease.take(self.control, self.name):
+            if said is None:
+                lease.mark_waiting(self.control, self.name, True)
+            holder = lease.holders(self.control, [self.name])[self.name]["lease"]
+            held_by = lease.describe(holder) if holder else "a session that just left"
+            if held_by != said:
+                log.warning("waiting for the lease held by %s: another worker runs sync %s", held_by, self.name)
+                said = held_by
+            self.stopper.wait([self.control], LEASE_RETRY)
+            if self.stopper.stopping or self._orphaned() or not self._active():
+                return False
+        if said is not None:
+            lease.mark_waiting(self.control, self.name, False)
+            log.info("took the lease of sync %s", self.name)
+        return True
+
+    def _active(self) -> bool:
+        try:
+            return catalog.get_sync(self.control, self.name)["status"] == "active"
+        except PgreplError:
+            return False
+
     def _loop(self) -> None:
         last_check = time.monotonic()
-        while not self.stopper.stopping:
+        while not self.stopper.stopping and not self._orphaned():
             try:
                 sync = catalog.get_sync(self.control, self.name)
             except PgreplError:
@@ -228,6 +310,8 @@ class SyncWorker:
             return True
         except (psycopg.Error, PgreplError, OSError) as e:
             message = str(e).strip() or type(e).__name__
+            if isinstance(e, psycopg.errors.LockNotAvailable):
+                message += self._blockers(d)
             d.failures += 1
             delay = min(float(self.settings["retry_min"]) * 2 ** (d.failures - 1), float(self.settings["retry_max"]))
             d.retry_at = time.monotonic() + delay
@@ -243,6 +327,32 @@ class SyncWorker:
             return False
         finally:
             self._state("idle")
+
+    def _blockers(self, d: _Direction) -> str:
+        """The sessions holding locks on the sync's tables, asked right after a lock timeout: the one the run waited
+        for is among them (pg_blocking_pids says nothing once our statement is cancelled)."""
+        tables = catalog.sync_tables(self.control, catalog.get_sync(self.control, self.name))
+        ours = [c.info.backend_pid for c in (d.src, d.tgt) if c is not None and not c.closed]
+        found = []
+        for db, conn in ((d.source, d.src), (d.target, d.tgt)):
+            if conn is None or conn.closed:
+                continue
+            try:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                rows = conn.execute(
+                    "SELECT l.pid, a.application_name, host(a.client_addr), a.state, "
+                    "string_agg(l.mode || ' on ' || l.relation::regclass::text, ', ' ORDER BY l.mode) "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.granted AND l.pid <> ALL(%s) AND l.relation IN "
+                    " (SELECT to_regclass(format('%%I.%%I', s, r)) FROM unnest(%s::text[], %s::text[]) AS t(s, r)) "
+                    "GROUP BY 1, 2, 3, 4 ORDER BY 1",
+                    (ours, [t.schemaname for t in tables], [t.relname for t in tables])).fetchall()
+            except psycopg.Error:
+                continue
+            found += [f'pid {pid} ({app or "no application_name"}, {addr or "local socket"}, {state}, {modes}) '
+                      f'on {db}' for pid, app, addr, state, modes in rows]
+        return f"\nblocked by {'; '.join(found)}" if found else ""
 
     def _fullcopy(self, sync: dict, kicks: list[int]) -> bool:
         tables = catalog.sync_tables(self.control, sync)
@@ -304,6 +414,13 @@ class SyncWorker:
 
 # --- controller ----------------------------------------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """Runs in a new worker between fork and exec: the kernel sends it SIGTERM when the controller dies, even by
+    kill -9, so no orphan goes on beside the workers of a restarted controller."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_controller(control_conninfo: str) -> int:
     """`pgrepl run`: the foreground daemon (systemd runs this)."""
     control = catalog.open_control(control_conninfo)
@@ -324,7 +441,7 @@ def run_controller(control_conninfo: str) -> int:
     control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
     workers: dict[str, subprocess.Popen] = {}
     restarts: dict[str, tuple[int, float]] = {}   # sync -> (crashes in a row, not before)
-    env = dict(os.environ, PGREPL_CONTROL=control_conninfo)
+    env = dict(os.environ, PGREPL_CONTROL=control_conninfo, PGREPL_CONTROLLER_PID=str(os.getpid()))
     log.info("controller started (pid %d)", os.getpid())
     try:
         while not stopper.stopping and not stopfile.exists():
@@ -343,7 +460,8 @@ def run_controller(control_conninfo: str) -> int:
             for name in sorted(active - set(workers)):
                 if time.monotonic() < restarts.get(name, (0, 0))[1]:
                     continue
-                workers[name] = subprocess.Popen([sys.executable, "-m", "pgrepl", "worker", name], env=env)
+                workers[name] = subprocess.Popen([sys.executable, "-m", "pgrepl", "worker", name], env=env,
+                                                 preexec_fn=_die_with_parent)
                 log.info("started worker for %s (pid %d)", name, workers[name].pid)
             for name in [n for n in restarts if n in workers and time.monotonic() > restarts[n][1] + 60]:
                 del restarts[name]   # a worker that stayed up a minute starts its crash count afresh
