@@ -1,6 +1,7 @@
-"""Fixtures for the fault suite: the runner tests' fixtures (tests/runner/conftest.py: Env, clusters, env,
-pgbench_env) on three clusters of its own, on ports PGREPL_TEST_PORT+3..+5 under PGREPL_TEST_DIR-faults, so that
-both suites can run side by side. Every test ends by killing the daemon processes it started, orphans included."""
+"""Fixtures for the fault suite: the runner tests' Env and clusters fixture (tests/runner/conftest.py, loaded
+under another module name) on three clusters of its own, ports PGREPL_TEST_PORT+3..+5 under PGREPL_TEST_DIR-faults,
+so that both suites can run side by side or in one session. env and pgbench_env are the runner tests' ones, plus
+a teardown that kills every daemon process the test started, orphans included."""
 
 from __future__ import annotations
 
