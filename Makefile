@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo demo-local test deps venv lint test-runner test-modules test-molecule lab-up lab-down collection bench bench-swap clean
+.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
@@ -26,6 +26,8 @@ test: deps venv
 	$(MAKE) --no-print-directory lint
 	$(call step,"runner tests")
 	$(MAKE) --no-print-directory test-runner
+	$(call step,"fault suite (kill -9, crashed servers, two runners, loss paths)")
+	$(MAKE) --no-print-directory test-faults
 	$(call step,"module tests (ansible-playbook against local clusters)")
 	$(MAKE) --no-print-directory test-modules
 	$(call step,"molecule scenarios on the lab (default, failover-of-a-target, topology)")
@@ -52,6 +54,13 @@ lint: venv
 
 test-runner: venv
 	$(PY) -m pytest -q tests/runner
+
+# Faults injected into real local clusters; each scenario prints what it injected and checked, also kept in
+# .tmp/faults-report.txt.
+test-faults: venv
+	mkdir -p .tmp && rm -f .tmp/faults-report.txt
+	rc=0; PGREPL_FAULTS_REPORT=$(CURDIR)/.tmp/faults-report.txt $(PY) -m pytest -q tests/faults || rc=$$?; \
+	  cat .tmp/faults-report.txt 2>/dev/null || true; exit $$rc
 
 test-modules: venv collection
 	$(PY) -m pytest -q tests/modules

@@ -42,8 +42,13 @@ def test_master_slave_walkthrough(pgbench_env):
     _, text = e.cli("list", "sequences")
     assert text.strip() == "There are no entries in the 'sequence' table."
 
+    # pgbench -i filled both sides alike: every teller changes on the master before the runner starts, so only
+    # replication can make the slave's tellers equal to the master's
+    e.x("master", "UPDATE pgbench_tellers SET tbalance = tid * 7, filler = 'teller ' || tid")
+    assert e.checksum("slave", "pgbench_tellers") != e.checksum("master", "pgbench_tellers")
     e.start()
-    assert e.q("slave", "SELECT count(*) FROM pgbench_tellers") == [(10,)]
+    e.wait_same("master", "slave", "pgbench_tellers")
+    assert e.q("slave", "SELECT count(*) FROM pgbench_tellers WHERE tbalance = tid * 7") == [(10,)]
     e.x("master", "UPDATE pgbench_tellers SET filler = 'modification' WHERE tid = 1")
     e.wait_for(lambda: e.q("slave", "SELECT trim(filler) FROM pgbench_tellers WHERE tid = 1")
                == [("modification",)], what="the update on the slave")

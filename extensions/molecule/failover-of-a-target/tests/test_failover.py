@@ -1,5 +1,5 @@
-"""After side_effect.yml: slave was down 60 s during 80 s of pgbench on master. It caught up with nothing lost;
-the swap and the fullcopy to master2 ran meanwhile."""
+"""After side_effect.yml: slave was down 60 s during 80 s of pgbench on master, then cut off the network 60 s
+during another 80 s. It caught up with nothing lost; the swap and the fullcopy to master2 ran meanwhile."""
 
 import sys
 from pathlib import Path
@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
 from lab import HERD_TABLES, checksum, host, pgrepl, sql, wait_for  # noqa: E402
 
 
-def window() -> str:
-    start, end = host("master").file("/var/tmp/pgrepl-failover-window").content_string.split()
+def window(which: str = "failover") -> str:
+    start, end = host("master").file(f"/var/tmp/pgrepl-{which}-window").content_string.split()
     return f"started BETWEEN to_timestamp({start}) AND to_timestamp({end})"
 
 
@@ -25,6 +25,22 @@ def test_slave_caught_up_with_nothing_lost():
         wait_for(lambda t=table: checksum("slave", t) == checksum("master", t), 60, f"{table} equal on slave")
     assert sql("slave", "SELECT trim(filler) FROM pgbench_accounts WHERE aid = 5") == \
         "written on master2 during the outage"
+    assert sql("slave", "SELECT trim(filler) FROM pgbench_accounts WHERE aid = 6") == \
+        "written on master2 during the partition"
+
+
+def test_no_run_to_slave_finished_well_inside_the_partition():
+    assert sql("master", f"SELECT count(*) FROM pgrepl.run WHERE sync = 'benchdeltaalpha' AND state = 'good' "
+                         f"AND {window('partition')} AND ended < to_timestamp("
+                         f"{host('master').file('/var/tmp/pgrepl-partition-window').content_string.split()[1]})",
+               db="pgrepl") == "0"
+
+
+def test_the_swap_was_not_held_up_by_the_partition():
+    runs = sql("master2", f"SELECT count(*) FILTER (WHERE state = 'good') || ' ' || count(*) FILTER (WHERE state = 'bad') "
+                          f"FROM pgrepl.run WHERE sync = 'benchswapgamma' AND {window('partition')}",
+               db="pgrepl").split()
+    assert int(runs[0]) > 0 and int(runs[1]) == 0, runs
 
 
 def test_the_swap_was_not_held_up():

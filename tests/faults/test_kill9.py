@@ -1,0 +1,50 @@
+"""`kill -9` of workers and of the controller at random moments under pgbench, the controller restarted as
+systemd would; at the end every table is equal on both sides and each sync has exactly one live worker."""
+
+from faultlib import PGBENCH_TABLES, Killer, finish, pgbench_background, report, wait_equal, wait_one_worker
+
+KILLS = 20
+
+
+def test_pushdelta_under_pgbench_survives_kill_9(pgbench_env):
+    e = pgbench_env
+    e.add_databases("master", "slave")
+    e.cli("add", "all", "tables", "db=test1_master", "-T", "pgbench_history", "--herd=alpha")
+    e.cli("add", "sync", "benchdeltaalpha", "source=alpha", "targetdb=test1_slave", "type=pushdelta")
+    e.cli("set", "batch_size=500")   # many batches per run: kills land between and inside them
+    e.start()
+    load = pgbench_background(e.c["master"], "test1", "-n", "-c", "2", "-T", "30")
+    killer = Killer(e, ["benchdeltaalpha"])
+    try:
+        killer.run(KILLS, max_pause=1.4)
+    finally:
+        out = finish(load)
+    killer.supervisor.ensure()
+    wait_equal(e, "master", "slave", PGBENCH_TABLES, kick="benchdeltaalpha")
+    wait_one_worker(e, ["benchdeltaalpha"])
+    report("pushdelta kill -9", killer.summary(), "pgbench -c 2 -T 30 on master: "
+           + next(line for line in out.splitlines() if "actually processed" in line).strip(),
+           f"checked: {', '.join(PGBENCH_TABLES)} count+checksum equal on master and slave; one worker process")
+
+
+def test_swap_under_pgbench_on_both_sides_survives_kill_9(pgbench_env):
+    e = pgbench_env
+    src, tgt = "master2", "master"
+    e.add_databases(src, tgt)
+    e.cli("add", "all", "table", "-T", "pgbench_history", f"db=test1_{src}", "standard_conflict=latest", "herd=gamma")
+    e.cli("add", "sync", "benchswapgamma", "source=gamma", f"targetdb=test1_{tgt}", "type=swap")
+    e.cli("set", "batch_size=500")
+    e.start()
+    # TPC-B on both sides at once; pgbench fails on any failed transaction
+    loads = [pgbench_background(e.c[h], "test1", "-n", "-c", "2", "-T", "30") for h in (src, tgt)]
+    killer = Killer(e, ["benchswapgamma"])
+    try:
+        killer.run(KILLS, max_pause=1.4)
+    finally:
+        outs = [finish(p) for p in loads]
+    killer.supervisor.ensure()
+    wait_equal(e, src, tgt, PGBENCH_TABLES, kick="benchswapgamma")
+    wait_one_worker(e, ["benchswapgamma"])
+    report("swap kill -9", killer.summary(), "pgbench -n -c 2 -T 30 on both sides: "
+           + " / ".join(next(x for x in o.splitlines() if "actually processed" in x).strip() for o in outs),
+           f"checked: {', '.join(PGBENCH_TABLES)} count+checksum equal on master2 and master; one worker process")
