@@ -18,13 +18,13 @@ PGREPL_IMPORT_ERROR = None
 try:
     import psycopg
     from psycopg.conninfo import make_conninfo
-    from pgrepl import catalog
+    from pgrepl import catalog, passfile
     from pgrepl.errors import NotFound, PgreplError
     HAS_PGREPL = True
 except ImportError:
     HAS_PGREPL = False
     PGREPL_IMPORT_ERROR = traceback.format_exc()
-    catalog = psycopg = make_conninfo = NotFound = PgreplError = None
+    catalog = passfile = psycopg = make_conninfo = NotFound = PgreplError = None
 
 MASK = '********'
 

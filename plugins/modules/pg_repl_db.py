@@ -15,6 +15,7 @@ description:
   - Adds, updates or removes a database of the pgrepl catalog, the connection the runner uses to reach a
     source or a target database (C(pgrepl add database) / C(pgrepl remove db)).
   - The catalog entry is made exactly what is declared; an option left out is stored empty (libpq's default).
+    O(password) is the exception: it never goes to the catalog (see there).
   - The database itself is not created nor checked; that is the job of the P(pgrepl.cluster.postgresql#role) role.
 version_added: 0.1.0
 author: pgrepl maintainers (@pgrepl)
@@ -44,7 +45,11 @@ options:
     type: str
   password:
     description:
-      - Password of O(user), stored in the control catalog. Never logged; masked in diffs.
+      - Password of O(user). Written to the runner's libpq password file (mode 0600, owned by the user the
+        module runs as; C(passfile) in C(/etc/pgrepl/pgrepl.conf), else C($PGREPL_PASSFILE), else libpq's
+        default), never to the control catalog. Never logged; masked in diffs, where a change shows as
+        C(******** (changed)).
+      - Left out, the password file is left as it is.
     type: str
   state:
     description:
@@ -108,20 +113,19 @@ database:
            "password": "********", "status": "active"}
 '''
 
-from ansible_collections.pgrepl.cluster.plugins.module_utils.control import MASK, PgreplModule, catalog  # noqa: E402
+from ansible_collections.pgrepl.cluster.plugins.module_utils.control import MASK, PgreplModule, catalog, passfile  # noqa: E402
 
 # catalog column -> module option
-FIELDS = (('dbname', 'dbname'), ('host', 'host'), ('port', 'port'), ('username', 'user'), ('password', 'password'))
+FIELDS = (('dbname', 'dbname'), ('host', 'host'), ('port', 'port'), ('username', 'user'))
 
 
-def shown(row, password_changed=False):
-    """A catalog db row as the module shows it: option names, password masked."""
+def shown(row, has_password, password_changed=False):
+    """A catalog db row as the module shows it: option names, and a mask where the password file has one."""
     if not row:
         return {}
     out = dict((option, row[column]) for column, option in FIELDS)
     out.update(name=row['name'], status=row.get('status', 'active'))
-    if out['password']:
-        out['password'] = MASK + (' (changed)' if password_changed else '')
+    out['password'] = MASK + (' (changed)' if password_changed else '') if has_password else None
     return out
 
 
@@ -144,30 +148,37 @@ def main():
     m.connect()
     current = m.lookup(catalog.get_db, name)
 
+    had_password = current is not None and catalog.has_password(current)
     if p['state'] == 'absent':
         if current:
             m.actions.append('remove database %s' % name)
             if not m.check_mode:
                 m.run(catalog.remove_db, m.conn, name)
-        m.exit(shown(current), {}, database={})
+        m.exit(shown(current, had_password), {}, database={})
 
     wanted = dict((column, p[option] or None) for column, option in FIELDS)
     wanted['port'] = p['port']
     after = dict(current or {}, name=name, **wanted)
+    # Compared with the password file's line for the database as it is (a database that moves takes it along).
+    password = p['password'] or None
+    password_changed = password is not None and password != (m.run(passfile.get, current) if current else None)
     if current is None:
         m.actions.append('add database %s' % name)
         if not m.check_mode:
             m.run(catalog.add_db, m.conn, name, wanted['dbname'], wanted['host'], wanted['port'],
-                  wanted['username'], wanted['password'])
+                  wanted['username'], password)
     else:
         changes = dict((k, v) for k, v in wanted.items() if current[k] != v)
+        if password_changed:
+            changes['password'] = password
         if changes:
-            m.actions.append('update database %s: %s' % (name, ', '.join(
-                option for column, option in FIELDS if column in changes)))
+            options = [o for c, o in FIELDS if c in changes] + (['password'] if password_changed else [])
+            m.actions.append('update database %s: %s' % (name, ', '.join(options)))
             if not m.check_mode:
                 m.run(catalog.update_db, m.conn, name, **changes)
-    password_changed = current is not None and current['password'] != wanted['password']
-    m.exit(shown(current), shown(after, password_changed), database=shown(after))
+    has_password = password is not None or had_password
+    m.exit(shown(current, had_password), shown(after, has_password, password_changed and current is not None),
+           database=shown(after, has_password))
 
 
 if __name__ == '__main__':

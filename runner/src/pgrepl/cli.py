@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, capture, catalog, swap, worker
+from . import __version__, capture, catalog, passfile, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -122,7 +122,10 @@ def _kind(word: str) -> str:
 # --- commands ------------------------------------------------------------------------------------------------
 
 def cmd_install(a: Args, conninfo: str) -> int:
-    changed, version = catalog.install(conninfo)
+    notes: list[str] = []
+    changed, version = catalog.install(conninfo, notes)
+    for note in notes:
+        out(note)
     if changed:
         out(f"Installed the pgrepl control schema (version {version}).")
     else:
@@ -226,7 +229,8 @@ def _add_db(a: Args, conn) -> int:
         raise Usage(f"unknown database attribute(s): {', '.join(sorted(unknown))}")
     catalog.add_db(conn, a.kv["name"], a.words[2], a.kv.get("host"), _int(a.kv.get("port", "5432"), "port"),
                    a.kv.get("user"), a.kv.get("pass", a.kv.get("password")))
-    out(f'Added database "{a.kv["name"]}"')
+    where = f" (its password in {passfile.path()}, not in the catalog)" if {"pass", "password"} & set(a.kv) else ""
+    out(f'Added database "{a.kv["name"]}"{where}')
     return EXIT_OK
 
 
@@ -613,6 +617,7 @@ HELP = {
     "set": "pgrepl set NAME=VALUE...\n  Changes settings; an unknown setting or a bad value is refused, and nothing "
            "is changed.",
     "add": "pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]\n"
+           "  (pass= is written to the runner's libpq password file, never to the catalog)\n"
            "pgrepl add all tables db=NAME [-T TABLE]... [-t TABLE]... [--herd=HERD] [standard_conflict=RULE] "
            "[--verbose]\n"
            "pgrepl add all sequences db=NAME [--herd=HERD]\n"
