@@ -123,3 +123,13 @@ def test_install_moves_the_passwords_of_an_old_catalog_out(env):
     assert "ok   database test1_slave reachable" in check and "ok   database test1_master reachable" in check
     assert "Moved" not in env.cli("--control", old, "install")[1]
     assert cli.main(["--control", old, "list", "dbs"]) == 0
+
+
+def test_the_log_of_pgrepl_start_is_the_runners_only(env):
+    env.x("master", "CREATE TABLE items (id int PRIMARY KEY)")
+    env.cli("start")
+    try:
+        log = env.piddir / "pgrepl.log"
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    finally:
+        env.cli("stop")

@@ -516,7 +516,8 @@ def cmd_start(a: Args, conn, conninfo: str) -> int:
         stopfile.unlink()
     Path(settings["piddir"]).mkdir(parents=True, exist_ok=True)
     logfile = Path(settings["piddir"]) / "pgrepl.log"
-    with open(logfile, "ab") as log:
+    with os.fdopen(os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:   # 0600: ours
+        os.fchmod(log.fileno(), 0o600)
         proc = subprocess.Popen([sys.executable, "-m", "pgrepl", "run"], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True, env=dict(os.environ, PGREPL_CONTROL=conninfo))
     deadline = time.monotonic() + 10
