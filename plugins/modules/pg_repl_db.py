@@ -15,7 +15,7 @@ description:
   - Adds, updates or removes a database of the pgrepl catalog, the connection the runner uses to reach a
     source or a target database (C(pgrepl add database) / C(pgrepl remove db)).
   - The catalog entry is made exactly what is declared; an option left out is stored empty (libpq's default).
-    O(password) is the exception: it never goes to the catalog (see there).
+    O(password) is the exception, it never goes to the catalog (see there).
   - The database itself is not created nor checked; that is the job of the P(pgrepl.cluster.postgresql#role) role.
 version_added: 0.1.0
 author: pgrepl maintainers (@pgrepl)
@@ -51,6 +51,19 @@ options:
         C(******** (changed)).
       - Left out, the password file is left as it is.
     type: str
+  ssl_mode:
+    description:
+      - libpq's C(sslmode) for the runner's connections to this database. V(verify-full) with O(ca_cert) (the
+        cluster CA) makes the runner check that it talks to the right server. Left out, libpq's default.
+      - Named I(ssl_mode) as in community.postgresql; the control database's own O(ssl_mode) is not this one.
+    type: str
+    choices: [allow, disable, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description:
+      - CA certificate file, on the runner's host, the server's certificate must be signed by (libpq's
+        C(sslrootcert)).
+    type: str
+    aliases: [ssl_rootcert]
   state:
     description:
       - V(present) adds or updates the database; V(absent) removes it.
@@ -110,13 +123,16 @@ database:
   returned: always
   type: dict
   sample: {"name": "test1_slave", "dbname": "test1", "host": "10.11.12.242", "port": 5432, "user": "pgrepl",
-           "password": "********", "status": "active"}
+           "password": "********", "status": "active", "ssl_mode": "verify-full",
+           "ca_cert": "/etc/pgrepl/cluster-ca.crt"}
 '''
 
-from ansible_collections.pgrepl.cluster.plugins.module_utils.control import MASK, PgreplModule, catalog, passfile  # noqa: E402
+from ansible_collections.pgrepl.cluster.plugins.module_utils.control import (  # noqa: E402
+    MASK, SSL_MODES, PgreplModule, catalog, stored_password)
 
 # catalog column -> module option
-FIELDS = (('dbname', 'dbname'), ('host', 'host'), ('port', 'port'), ('username', 'user'))
+FIELDS = (('dbname', 'dbname'), ('host', 'host'), ('port', 'port'), ('username', 'user'), ('sslmode', 'ssl_mode'),
+          ('sslrootcert', 'ca_cert'))
 
 
 def shown(row, has_password, password_changed=False):
@@ -138,9 +154,12 @@ def main():
             port=dict(type='int', default=5432),
             user=dict(type='str'),
             password=dict(type='str', no_log=True),
+            ssl_mode=dict(type='str', choices=list(SSL_MODES)),
+            ca_cert=dict(type='str', aliases=['ssl_rootcert']),
             state=dict(type='str', default='present', choices=['absent', 'present']),
         ),
         required_if=[('state', 'present', ['dbname'])],
+        control_ssl=False,
     )
     p = m.params
     name = p['name']
@@ -161,12 +180,12 @@ def main():
     after = dict(current or {}, name=name, **wanted)
     # Compared with the password file's line for the database as it is (a database that moves takes it along).
     password = p['password'] or None
-    password_changed = password is not None and password != (m.run(passfile.get, current) if current else None)
+    password_changed = password is not None and password != (m.run(stored_password, current) if current else None)
     if current is None:
         m.actions.append('add database %s' % name)
         if not m.check_mode:
             m.run(catalog.add_db, m.conn, name, wanted['dbname'], wanted['host'], wanted['port'],
-                  wanted['username'], password)
+                  wanted['username'], password, wanted['sslmode'], wanted['sslrootcert'])
     else:
         changes = dict((k, v) for k, v in wanted.items() if current[k] != v)
         if password_changed:

@@ -111,6 +111,11 @@ def test_diff_shows_before_and_after_with_the_password_masked(world):
     assert (db["port"], passfile.get(db), "password" in db) == (5433, "an0ther-secret", False)
     assert "s3cret-test1_master" not in passfile.path().read_text()     # the old port's line went with it
     assert oct(passfile.path().stat().st_mode & 0o777) == "0o600"
+    tls = dict(changed, ssl_mode="verify-full", ca_cert="/etc/pgrepl/cluster-ca.crt")
+    run = world.play([{"name": "db", "pgrepl.cluster.pg_repl_db": tls}])
+    assert run["db"]["actions"] == ["update database test1_master: ssl_mode, ca_cert"]
+    db = world.catalog()["dbs"][0]
+    assert (db["sslmode"], db["sslrootcert"]) == ("verify-full", "/etc/pgrepl/cluster-ca.crt")
     with psycopg.connect(world.control) as c:
         assert "an0ther-secret" not in str(c.execute("SELECT t::text FROM pgrepl.db t").fetchall())
 

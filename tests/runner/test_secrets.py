@@ -2,7 +2,9 @@
 catalog's passwords are moved there by `pgrepl install`; nothing pgrepl prints, logs or mails shows a password."""
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -133,3 +135,58 @@ def test_the_log_of_pgrepl_start_is_the_runners_only(env):
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
     finally:
         env.cli("stop")
+
+
+def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    """A CA (certificate, key) in DIRECTORY, made with the openssl command."""
+    crt, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", f"/CN={name}"], check=True, capture_output=True)
+    return crt, key
+
+
+def serve_tls(cluster, ca: tuple[Path, Path], directory: Path) -> None:
+    """CLUSTER serves TLS with a certificate for 127.0.0.1 signed by CA."""
+    key, csr, crt, ext = (cluster.datadir / "server.key", directory / "server.csr", cluster.datadir / "server.crt",
+                          directory / "san.ext")
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                    "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext)], check=True,
+                   capture_output=True)
+    if os.geteuid() == 0:
+        for f in (key, crt):
+            shutil.chown(f, "postgres", "postgres")
+    key.chmod(0o600)
+    cluster.execute("postgres", "ALTER SYSTEM SET ssl = on")
+    cluster.execute("postgres", "SELECT pg_reload_conf()")
+
+
+def test_verify_full_with_the_cluster_ca_checks_the_server(env, tmp_path):
+    ca, other_ca = make_ca(tmp_path, "cluster-ca"), make_ca(tmp_path, "another-ca")
+    serve_tls(env.c["slave"], ca, tmp_path)
+    try:
+        env.x("master", "CREATE TABLE items (id int PRIMARY KEY, val text)")
+        env.x("slave", "CREATE TABLE items (id int PRIMARY KEY, val text)")
+        env.add_databases("master")
+        port = env.c["slave"].port
+        env.cli("add", "database", "test1", "name=test1_slave", "host=127.0.0.1", f"port={port}", "user=postgres",
+                "sslmode=verify-full", f"sslrootcert={ca[0]}")
+        env.cli("add", "database", "test1", "name=test1_fake", "host=127.0.0.1", f"port={port}", "user=postgres",
+                "sslmode=verify-full", f"sslrootcert={other_ca[0]}")
+        _, check = env.cli("check", expect=1)
+        assert "ok   database test1_slave reachable" in check
+        assert "FAIL database test1_fake" in check and "certificate verify failed" in check
+        env.cli("add", "table", "items", "db=test1_master", "herd=h")
+        env.cli("add", "sync", "itemsync", "source=h", "targetdb=test1_slave", "type=pushdelta")
+        env.start()
+        env.x("master", "INSERT INTO items VALUES (1, 'x')")
+        env.wait_same("master", "slave", "items")
+        assert env.q("slave", "SELECT bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                              "WHERE a.application_name LIKE 'pgrepl%%'") == [(True,)]
+    finally:
+        env.stop()
+        env.c["slave"].execute("postgres", "ALTER SYSTEM RESET ssl")
+        env.c["slave"].execute("postgres", "SELECT pg_reload_conf()")
+    assert env.cli("add", "database", "test1", "name=bad", "sslmode=verify-most", expect=1)[1].count("Invalid sslmode")

@@ -126,14 +126,18 @@ CREATE TABLE pgrepl.conflict (             -- the swap syncs' conflict journal
     detected    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX conflict_sync_detected ON pgrepl.conflict (sync, detected);
-""",
-    # Placeholder on the h-security branch for the lead's migration 2 (control identity): replaced at merge.
-    2: "SELECT 1",
-    # Member passwords leave the catalog for the runner's password file (_move_passwords_out runs first).
-    3: """
+"""}
+# Placeholder on the h-security branch for the lead's migration 2 (control identity): replaced at merge.
+MIGRATIONS[2] = "SELECT 1"
+# Member passwords leave the catalog for the runner's password file (_move_passwords_out runs first); how the
+# runner checks each member's server (libpq's sslmode and sslrootcert; NULL: libpq's default).
+MIGRATIONS[3] = """
 UPDATE pgrepl.db SET password = NULL WHERE password IS NOT NULL;
 ALTER TABLE pgrepl.db DROP COLUMN password;
-"""}
+ALTER TABLE pgrepl.db ADD COLUMN sslmode text
+    CHECK (sslmode IN ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'));
+ALTER TABLE pgrepl.db ADD COLUMN sslrootcert text;
+"""
 
 
 # --- install and connection ----------------------------------------------------------------------------------
@@ -234,16 +238,19 @@ def set_setting(conn: psycopg.Connection, name: str, value: str) -> tuple[str, s
 
 # --- databases -----------------------------------------------------------------------------------------------
 
-DB_COLUMNS = ("name", "dbname", "host", "port", "username", "status")
+DB_COLUMNS = ("name", "dbname", "host", "port", "username", "status", "sslmode", "sslrootcert")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def list_dbs(conn: psycopg.Connection) -> list[dict]:
     """The databases, without passwords: those are in the password file (passfile.py), never in the catalog."""
-    return _rows(conn, "SELECT name, dbname, host, port, username, status FROM pgrepl.db ORDER BY name")
+    return _rows(conn, "SELECT name, dbname, host, port, username, status, sslmode, sslrootcert FROM pgrepl.db "
+                       "ORDER BY name")
 
 
 def get_db(conn: psycopg.Connection, name: str) -> dict:
-    rows = _rows(conn, "SELECT name, dbname, host, port, username, status FROM pgrepl.db WHERE name = %s", (name,))
+    rows = _rows(conn, "SELECT name, dbname, host, port, username, status, sslmode, sslrootcert FROM pgrepl.db "
+                       "WHERE name = %s", (name,))
     if not rows:
         raise NotFound(f'No database named "{name}"')
     return rows[0]
@@ -253,16 +260,25 @@ def has_password(db: dict) -> bool:
     return passfile.get(db) is not None
 
 
+def check_sslmode(sslmode: str | None) -> str | None:
+    if sslmode not in (None, *SSL_MODES):
+        raise Refused(f'Invalid sslmode "{sslmode}": one of {", ".join(SSL_MODES)}')
+    return sslmode
+
+
 def add_db(conn: psycopg.Connection, name: str, dbname: str, host: str | None = None, port: int = 5432,
-           username: str | None = None, password: str | None = None) -> None:
-    """PASSWORD, when given, goes to the password file, never to the catalog."""
+           username: str | None = None, password: str | None = None, sslmode: str | None = None,
+           sslrootcert: str | None = None) -> None:
+    """PASSWORD, when given, goes to the password file, never to the catalog. SSLMODE and SSLROOTCERT are libpq's
+    (verify-full and the cluster CA: the runner checks it talks to the right server)."""
     check_name("database", name)
+    check_sslmode(sslmode)
     if _rows(conn, "SELECT 1 FROM pgrepl.db WHERE name = %s", (name,)):
         raise Refused(f'A database named "{name}" already exists')
     row = {"name": name, "dbname": dbname, "host": host, "port": int(port), "username": username}
     with conn.transaction():
-        conn.execute("INSERT INTO pgrepl.db (name, dbname, host, port, username) VALUES (%s,%s,%s,%s,%s)",
-                     (name, dbname, host, int(port), username))
+        conn.execute("INSERT INTO pgrepl.db (name, dbname, host, port, username, sslmode, sslrootcert) "
+                     "VALUES (%s,%s,%s,%s,%s,%s,%s)", (name, dbname, host, int(port), username, sslmode, sslrootcert))
         if password is not None:
             passfile.put(row, password)
 
@@ -274,6 +290,7 @@ def update_db(conn: psycopg.Connection, name: str, **fields) -> None:
     for key in fields:
         if key not in DB_COLUMNS[1:] + ("password",):
             raise Refused(f"Unknown database attribute {key}")
+    check_sslmode(fields.get("sslmode"))
     password = fields.pop("password", None)
     new = {**old, **fields}
     if password is None and passfile.key(new) != passfile.key(old):

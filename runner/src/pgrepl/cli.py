@@ -223,12 +223,13 @@ def _bool(value: str, what: str) -> bool:
 
 def _add_db(a: Args, conn) -> int:
     if len(a.words) != 3 or "name" not in a.kv:
-        raise Usage("usage: pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]")
-    unknown = set(a.kv) - {"name", "host", "port", "user", "pass", "password", "dbname"}
+        raise Usage("usage: pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P] "
+                    "[sslmode=MODE] [sslrootcert=CA_FILE]")
+    unknown = set(a.kv) - {"name", "host", "port", "user", "pass", "password", "dbname", "sslmode", "sslrootcert"}
     if unknown:
         raise Usage(f"unknown database attribute(s): {', '.join(sorted(unknown))}")
     catalog.add_db(conn, a.kv["name"], a.words[2], a.kv.get("host"), _int(a.kv.get("port", "5432"), "port"),
-                   a.kv.get("user"), a.kv.get("pass", a.kv.get("password")))
+                   a.kv.get("user"), a.kv.get("pass", a.kv.get("password")), a.kv.get("sslmode"), a.kv.get("sslrootcert"))
     where = f" (its password in {passfile.path()}, not in the catalog)" if {"pass", "password"} & set(a.kv) else ""
     out(f'Added database "{a.kv["name"]}"{where}')
     return EXIT_OK
@@ -617,8 +618,10 @@ HELP = {
             "(--verbose explains each).",
     "set": "pgrepl set NAME=VALUE...\n  Changes settings; an unknown setting or a bad value is refused, and nothing "
            "is changed.",
-    "add": "pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]\n"
-           "  (pass= is written to the runner's libpq password file, never to the catalog)\n"
+    "add": "pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P] [sslmode=MODE] "
+           "[sslrootcert=CA_FILE]\n"
+           "  (pass= is written to the runner's libpq password file, never to the catalog; sslmode=verify-full with\n"
+           "  sslrootcert= the cluster CA makes the runner check the server's certificate)\n"
            "pgrepl add all tables db=NAME [-T TABLE]... [-t TABLE]... [--herd=HERD] [standard_conflict=RULE] "
            "[--verbose]\n"
            "pgrepl add all sequences db=NAME [--herd=HERD]\n"

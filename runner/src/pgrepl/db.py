@@ -75,7 +75,7 @@ def member_conninfo(db: dict) -> str:
     """The conninfo of a catalog database row (see catalog.DB_COLUMNS). No password: libpq reads it from the
     password file, so that it is never in the catalog, in a conninfo we print, nor in our memory."""
     parts = {"dbname": db["dbname"], "host": db.get("host"), "port": db.get("port"), "user": db.get("username"),
-             "passfile": str(passfile_path())}
+             "passfile": str(passfile_path()), "sslmode": db.get("sslmode"), "sslrootcert": db.get("sslrootcert")}
     return make_conninfo(**{k: v for k, v in parts.items() if v not in (None, "")})
 
 
