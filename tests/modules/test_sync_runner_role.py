@@ -39,6 +39,7 @@ def inventory(w) -> dict:
              "targetdb": "test1_master"},
         ],
         "pgrepl_prune": False,
+        "pgrepl_tls": False,     # the local test clusters serve no TLS (tests/runner/test_secrets.py covers verify-full)
     }
 
 

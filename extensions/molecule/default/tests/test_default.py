@@ -167,3 +167,24 @@ def test_status_shows_every_sync_with_a_last_good():
         for sync in [s for s, r in RUNNER_OF.items() if r == runner]:
             row = next(line for line in lines if line.startswith(sync))
             assert row.split()[4] != "none", row
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_runner_checks_every_server_against_the_cluster_ca(name):
+    assert sql(name, "SELECT string_agg(DISTINCT sslmode || ' ' || sslrootcert, ',') FROM pgrepl.db",
+               db="pgrepl") == "verify-full /etc/pgrepl/cluster-ca.crt"
+    for other in DATABASE_HOSTS:
+        out = host(name).run("env PGPASSWORD=%s psql -X -At -c 'SELECT 1' %s", REPLICATION_PASSWORD,
+                             f"host={ADDRESS[other]} dbname=test1 user=pgrepl sslmode=verify-full "
+                             "sslrootcert=/etc/pgrepl/cluster-ca.crt connect_timeout=5")
+        assert out.rc == 0 and out.stdout.strip() == "1", f"{other}: {out.stderr}"
+
+
+@pytest.mark.parametrize("name", DATABASE_HOSTS)
+def test_the_server_key_is_postgres_only_and_the_ca_key_is_not_on_the_host(name):
+    h = host(name)
+    key = h.file("/etc/postgresql/15/main/pgrepl-server.key")
+    assert (key.user, key.mode) == ("postgres", 0o600)
+    assert sql(name, "SHOW ssl_cert_file") == "/etc/postgresql/15/main/pgrepl-server.crt"
+    assert h.run("grep -rl 'PRIVATE KEY' /etc/pgrepl /etc/postgresql 2>/dev/null").stdout.split() == \
+        ["/etc/postgresql/15/main/pgrepl-server.key"]
