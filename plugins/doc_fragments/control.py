@@ -47,6 +47,19 @@ options:
         empty catalog and says so in RV(ignore:notes).
     type: str
     default: pgrepl
+  ssl_mode:
+    description:
+      - libpq's C(sslmode) for the control database. Left out, libpq's default (C(prefer)).
+      - Over the local socket (the default), TLS does not apply.
+      - In P(pgrepl.cluster.pg_repl_db#module), O(ssl_mode) and O(ca_cert) describe the database declared, not the
+        control database.
+    type: str
+    choices: [allow, disable, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description:
+      - CA certificate file the control database's server certificate must be signed by (libpq's C(sslrootcert)).
+    type: str
+    aliases: [ssl_rootcert]
 requirements:
   - The pgrepl runner library (Python package C(pgrepl)) and psycopg 3 on the host the module runs on.
     The P(pgrepl.cluster.sync_runner#role) role installs both on the runner hosts.

@@ -18,15 +18,17 @@ PGREPL_IMPORT_ERROR = None
 try:
     import psycopg
     from psycopg.conninfo import make_conninfo
-    from pgrepl import catalog
+    from pgrepl import catalog, passfile
     from pgrepl.errors import NotFound, PgreplError
     HAS_PGREPL = True
 except ImportError:
     HAS_PGREPL = False
     PGREPL_IMPORT_ERROR = traceback.format_exc()
-    catalog = psycopg = make_conninfo = NotFound = PgreplError = None
+    catalog = passfile = psycopg = make_conninfo = NotFound = PgreplError = None
 
 MASK = '********'
+# libpq's sslmode values, the choices of the ssl_mode options (community.postgresql's name).
+SSL_MODES = ('allow', 'disable', 'prefer', 'require', 'verify-ca', 'verify-full')
 
 
 def control_argument_spec():
@@ -38,14 +40,24 @@ def control_argument_spec():
         login_password=dict(type='str', default='', no_log=True),
         login_unix_socket=dict(type='str', default=''),
         control_db=dict(type='str', default='pgrepl'),
+        ssl_mode=dict(type='str', choices=list(SSL_MODES)),
+        ca_cert=dict(type='str', aliases=['ssl_rootcert']),
     )
 
 
-def control_conninfo(params):
+def control_conninfo(params, control_ssl=True):
+    """CONTROL_SSL False: ssl_mode and ca_cert are the module's own (pg_repl_db's describe the database it declares)."""
     host = params['login_unix_socket'] or params['login_host']
     parts = dict(dbname=params['control_db'], host=host, port=params['login_port'], user=params['login_user'],
                  password=params['login_password'])
+    if control_ssl:
+        parts.update(sslmode=params.get('ssl_mode'), sslrootcert=params.get('ca_cert'))
     return make_conninfo(**dict((k, v) for k, v in parts.items() if v not in (None, '')))
+
+
+def stored_password(db):
+    """The password the runner's password file holds for a catalog database (None: none)."""
+    return passfile.get(db)
 
 
 def plain(value):
@@ -65,7 +77,8 @@ class PgreplModule(object):
     `conn` is None only in check mode when the control database or its schema does not exist yet (the
     sync_runner role creates them in the same run): the module then predicts against an empty catalog."""
 
-    def __init__(self, argument_spec, **kwargs):
+    def __init__(self, argument_spec, control_ssl=True, **kwargs):
+        self.control_ssl = control_ssl
         spec = control_argument_spec()
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
@@ -80,7 +93,7 @@ class PgreplModule(object):
 
     def connect(self):
         try:
-            self.conn = catalog.open_control(control_conninfo(self.params))
+            self.conn = catalog.open_control(control_conninfo(self.params, self.control_ssl))
         except PgreplError as e:
             missing = 'no pgrepl schema' in str(e) or 'database "%s" does not exist' % self.params['control_db'] in str(e)
             if not (self.check_mode and missing):

@@ -58,7 +58,7 @@ installed:
   type: bool
   sample: true
 dbs:
-  description: The databases, without their password (C(has_password) says whether one is stored).
+  description: The databases, without their password (C(has_password) says whether the runner's password file holds one).
   returned: always
   type: list
   elements: dict
@@ -125,7 +125,7 @@ def main():
                            syncs=[], status=[], settings={}, notes=m.notes)
     dbs = []
     for db in m.run(catalog.list_dbs, conn):
-        db['has_password'] = bool(db.pop('password'))
+        db['has_password'] = catalog.has_password(db)
         dbs.append(db)
     result = dict(
         installed=True,

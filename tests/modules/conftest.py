@@ -191,7 +191,9 @@ class World:
 
 
 @pytest.fixture
-def world(clusters, tmp_path):
+def world(clusters, tmp_path, monkeypatch):
+    # The member passwords' file (pgrepl.passfile) for the modules and the runner: the test's own.
+    monkeypatch.setenv("PGREPL_PASSFILE", str(tmp_path / "pgpass"))
     for c in clusters.values():
         if not c.is_running():
             c.start()

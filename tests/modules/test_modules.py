@@ -4,7 +4,9 @@ it), pg_trigger on the databases, and the JSON callback's results."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
+from pgrepl import passfile
 
 CAPTURE = ["pgrepl_capture_del", "pgrepl_capture_ins", "pgrepl_capture_trunc", "pgrepl_capture_upd",
            "pgrepl_capture_upd_key"]
@@ -106,7 +108,16 @@ def test_diff_shows_before_and_after_with_the_password_masked(world):
     assert run["db"]["actions"] == ["update database test1_master: port, password"]
     assert "an0ther-secret" not in run.text and "s3cret-test1_master" not in run.text
     db = world.catalog()["dbs"][0]
-    assert (db["port"], db["password"]) == (5433, "an0ther-secret")
+    assert (db["port"], passfile.get(db), "password" in db) == (5433, "an0ther-secret", False)
+    assert "s3cret-test1_master" not in passfile.path().read_text()     # the old port's line went with it
+    assert oct(passfile.path().stat().st_mode & 0o777) == "0o600"
+    tls = dict(changed, ssl_mode="verify-full", ca_cert="/etc/pgrepl/cluster-ca.crt")
+    run = world.play([{"name": "db", "pgrepl.cluster.pg_repl_db": tls}])
+    assert run["db"]["actions"] == ["update database test1_master: ssl_mode, ca_cert"]
+    db = world.catalog()["dbs"][0]
+    assert (db["sslmode"], db["sslrootcert"]) == ("verify-full", "/etc/pgrepl/cluster-ca.crt")
+    with psycopg.connect(world.control) as c:
+        assert "an0ther-secret" not in str(c.execute("SELECT t::text FROM pgrepl.db t").fetchall())
 
 
 BAD = [

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import copy
 
+import yaml
+from conftest import ROOT
+from pgrepl import passfile
+
 DECLARE = [{"name": "declare", "ansible.builtin.include_role": {"name": "pgrepl.cluster.sync_runner",
                                                                 "tasks_from": "declare"}}]
 MODULE_TASKS = ("Declare the databases", "Declare the database groups", "Declare the herds", "Declare the syncs")
@@ -35,6 +39,7 @@ def inventory(w) -> dict:
              "targetdb": "test1_master"},
         ],
         "pgrepl_prune": False,
+        "pgrepl_tls": False,     # the local test clusters serve no TLS (tests/runner/test_secrets.py covers verify-full)
     }
 
 
@@ -84,3 +89,22 @@ def test_pgrepl_prune_removes_what_the_inventory_no_longer_declares(world):
     assert world.triggers("master", "public.accounts") == []
     assert world.q("master", "SELECT count(*) FROM pgrepl.consumer") == [(0,)]
     assert not any(module_changes(world.play(DECLARE, vars=less)).values())
+
+
+def test_passwords_go_to_the_password_file_and_nowhere_in_the_output(world):
+    """A database's own password and the replication password: written to the runner's password file (0600), not
+    to the catalog, and shown nowhere, not even at -vvv where results carry the whole loop item."""
+    inv = inventory(world)
+    inv["pgrepl_databases"][1]["password"] = "per-db-s3cret"
+    run = world.play(DECLARE, "-vvv", vars=inv)
+    assert "per-db-s3cret" not in run.text and "not-needed-with-trust" not in run.text
+    dbs = {d["name"]: d for d in world.catalog()["dbs"]}
+    assert passfile.get(dbs["test1_slave"]) == "per-db-s3cret"
+    assert passfile.get(dbs["test1_master"]) == "not-needed-with-trust"
+    assert oct(passfile.path().stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_replication_password_is_no_log_in_the_argument_specs():
+    for role in ("sync_runner", "postgresql"):
+        spec = yaml.safe_load((ROOT / f"roles/{role}/meta/argument_specs.yml").read_text())
+        assert spec["argument_specs"]["main"]["options"]["pgrepl_replication_password"]["no_log"] is True, role

@@ -41,6 +41,13 @@ def test_conninfo_prefers_the_unix_socket_and_leaves_out_empty_options():
     assert info == "dbname=ctl host=10.11.12.241 port=5432 user=pgrepl password='s e\\'cret'"
 
 
+def test_conninfo_takes_ssl_mode_and_ca_cert_unless_they_are_the_modules_own():
+    params = dict(CONTROL, login_host="10.11.12.241", ssl_mode="verify-full", ca_cert="/etc/pgrepl/ca.crt")
+    assert control.control_conninfo(params) == ("dbname=pgrepl host=10.11.12.241 port=5432 sslmode=verify-full "
+                                                "sslrootcert=/etc/pgrepl/ca.crt")
+    assert control.control_conninfo(params, control_ssl=False) == "dbname=pgrepl host=10.11.12.241 port=5432"
+
+
 def test_plain_makes_catalog_values_json_friendly():
     value = {"checktime": datetime.timedelta(minutes=5), "members": ("a", "b"),
              "created": datetime.datetime(2026, 11, 25, 10, 0, 0), "nested": [{"n": 1}]}

@@ -102,7 +102,9 @@ class Env:
 
 
 @pytest.fixture
-def env(clusters, tmp_path):
+def env(clusters, tmp_path, monkeypatch):
+    # The member passwords' file (passfile.py): the test's own, never the user's ~/.pgpass.
+    monkeypatch.setenv("PGREPL_PASSFILE", str(tmp_path / "pgpass"))
     for c in clusters.values():
         if not c.is_running():
             c.start()

@@ -120,6 +120,7 @@ class Capture:
     table: TableInfo
     delta_table: str
     keycols: tuple[str, ...] = ()   # the key's columns in the delta store, in key order
+
     @property
     def delta(self) -> sql.Identifier:
         return sql.Identifier(SCHEMA, self.delta_table)

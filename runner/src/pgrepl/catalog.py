@@ -16,13 +16,13 @@ from datetime import timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from . import capture, delta, lease, loops
+from . import capture, delta, lease, loops, passfile
 from .capture import TableInfo
 from .db import connect, member_conninfo
 from .errors import NotFound, PgreplError, Refused
 from .settings import SETTINGS, validate
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
 CONFLICT_RULES = ("source", "target", "latest", "skip", "abort")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -132,6 +132,15 @@ CREATE INDEX conflict_sync_detected ON pgrepl.conflict (sync, detected);
 CREATE TABLE pgrepl.identity (id text PRIMARY KEY, one boolean NOT NULL DEFAULT true UNIQUE CHECK (one));
 INSERT INTO pgrepl.identity (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 10));
 """}
+# Member passwords leave the catalog for the runner's password file (_move_passwords_out runs first); how the
+# runner checks each member's server (libpq's sslmode and sslrootcert; NULL: libpq's default).
+MIGRATIONS[3] = """
+UPDATE pgrepl.db SET password = NULL WHERE password IS NOT NULL;
+ALTER TABLE pgrepl.db DROP COLUMN password;
+ALTER TABLE pgrepl.db ADD COLUMN sslmode text
+    CHECK (sslmode IN ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'));
+ALTER TABLE pgrepl.db ADD COLUMN sslrootcert text;
+"""
 
 
 # --- install and connection ----------------------------------------------------------------------------------
@@ -142,9 +151,25 @@ def schema_version(conn: psycopg.Connection) -> int | None:
     return conn.execute("SELECT max(version) FROM pgrepl.schema_version").fetchone()[0]
 
 
-def install(conninfo: str) -> tuple[bool, int]:
+def _move_passwords_out(conn: psycopg.Connection, notes: list[str]) -> None:
+    """Before migration 3: the passwords the catalog stored go to the password file, which libpq reads."""
+    rows = _rows(conn, "SELECT name, dbname, host, port, username, password FROM pgrepl.db "
+                       "WHERE password IS NOT NULL ORDER BY name")
+    for row in rows:
+        passfile.put(row, row["password"])
+    if rows:
+        notes.append(f"Moved the passwords of {len(rows)} database(s) ({', '.join(r['name'] for r in rows)}) out of "
+                     f"the catalog into the password file {passfile.path()}")
+
+
+# Python steps a migration needs before its SQL (what SQL alone cannot do, such as writing a file).
+BEFORE_MIGRATION = {3: _move_passwords_out}
+
+
+def install(conninfo: str, notes: list[str] | None = None) -> tuple[bool, int]:
     """Creates (or upgrades) the control schema, creating the control database first when it is missing.
-    Returns (changed, version)."""
+    Returns (changed, version); what an upgrade did that a user must know is appended to NOTES."""
+    notes = [] if notes is None else notes
     try:
         conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as e:
@@ -160,6 +185,8 @@ def install(conninfo: str) -> tuple[bool, int]:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgrepl.install'))")
             current = schema_version(conn) or 0
             for version in range(current + 1, SCHEMA_VERSION + 1):
+                if current and version in BEFORE_MIGRATION:
+                    BEFORE_MIGRATION[version](conn, notes)
                 conn.execute(MIGRATIONS[version])
                 conn.execute("INSERT INTO pgrepl.schema_version (version) VALUES (%s)", (version,))
         return current < SCHEMA_VERSION, SCHEMA_VERSION
@@ -214,41 +241,81 @@ def set_setting(conn: psycopg.Connection, name: str, value: str) -> tuple[str, s
 
 # --- databases -----------------------------------------------------------------------------------------------
 
-DB_COLUMNS = ("name", "dbname", "host", "port", "username", "password", "status")
+DB_COLUMNS = ("name", "dbname", "host", "port", "username", "status", "sslmode", "sslrootcert")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def list_dbs(conn: psycopg.Connection) -> list[dict]:
-    return _rows(conn, "SELECT name, dbname, host, port, username, password, status FROM pgrepl.db ORDER BY name")
+    """The databases, without passwords: those are in the password file (passfile.py), never in the catalog."""
+    return _rows(conn, "SELECT name, dbname, host, port, username, status, sslmode, sslrootcert FROM pgrepl.db "
+                       "ORDER BY name")
 
 
 def get_db(conn: psycopg.Connection, name: str) -> dict:
-    rows = _rows(conn, "SELECT name, dbname, host, port, username, password, status FROM pgrepl.db WHERE name = %s",
-                 (name,))
+    rows = _rows(conn, "SELECT name, dbname, host, port, username, status, sslmode, sslrootcert FROM pgrepl.db "
+                       "WHERE name = %s", (name,))
     if not rows:
         raise NotFound(f'No database named "{name}"')
     return rows[0]
 
 
+def has_password(db: dict) -> bool:
+    return passfile.get(db) is not None
+
+
+def check_sslmode(sslmode: str | None) -> str | None:
+    if sslmode not in (None, *SSL_MODES):
+        raise Refused(f'Invalid sslmode "{sslmode}": one of {", ".join(SSL_MODES)}')
+    return sslmode
+
+
 def add_db(conn: psycopg.Connection, name: str, dbname: str, host: str | None = None, port: int = 5432,
-           username: str | None = None, password: str | None = None) -> None:
+           username: str | None = None, password: str | None = None, sslmode: str | None = None,
+           sslrootcert: str | None = None) -> None:
+    """PASSWORD, when given, goes to the password file, never to the catalog. SSLMODE and SSLROOTCERT are libpq's
+    (verify-full and the cluster CA: the runner checks it talks to the right server)."""
     check_name("database", name)
+    check_sslmode(sslmode)
     if _rows(conn, "SELECT 1 FROM pgrepl.db WHERE name = %s", (name,)):
         raise Refused(f'A database named "{name}" already exists')
-    conn.execute("INSERT INTO pgrepl.db (name, dbname, host, port, username, password) VALUES (%s,%s,%s,%s,%s,%s)",
-                 (name, dbname, host, int(port), username, password))
+    row = {"name": name, "dbname": dbname, "host": host, "port": int(port), "username": username}
+    with conn.transaction():
+        conn.execute("INSERT INTO pgrepl.db (name, dbname, host, port, username, sslmode, sslrootcert) "
+                     "VALUES (%s,%s,%s,%s,%s,%s,%s)", (name, dbname, host, int(port), username, sslmode, sslrootcert))
+        if password is not None:
+            passfile.put(row, password)
 
 
 def update_db(conn: psycopg.Connection, name: str, **fields) -> None:
-    get_db(conn, name)
-    for key, value in fields.items():
-        if key not in DB_COLUMNS[1:]:
+    """Changes catalog attributes; `password` changes the password file. A database that moves (host, port,
+    dbname or user) takes its password along unless a new one is given."""
+    old = get_db(conn, name)
+    for key in fields:
+        if key not in DB_COLUMNS[1:] + ("password",):
             raise Refused(f"Unknown database attribute {key}")
-        conn.execute(psycopg.sql.SQL("UPDATE pgrepl.db SET {} = %s WHERE name = %s").format(
-            psycopg.sql.Identifier(key)), (value, name))
+    check_sslmode(fields.get("sslmode"))
+    password = fields.pop("password", None)
+    new = {**old, **fields}
+    if password is None and passfile.key(new) != passfile.key(old):
+        password = passfile.get(old)
+    with conn.transaction():
+        for key, value in fields.items():
+            conn.execute(psycopg.sql.SQL("UPDATE pgrepl.db SET {} = %s WHERE name = %s").format(
+                psycopg.sql.Identifier(key)), (value, name))
+        if password is not None:
+            passfile.put(new, password)
+    if passfile.key(new) != passfile.key(old):
+        _forget_password(conn, old)
+
+
+def _forget_password(conn: psycopg.Connection, db: dict) -> None:
+    """Removes the password file's line of DB unless another catalog database connects the same way."""
+    if not any(passfile.key(d) == passfile.key(db) for d in list_dbs(conn)):
+        passfile.put(db, None)
 
 
 def remove_db(conn: psycopg.Connection, name: str) -> None:
-    get_db(conn, name)
+    db = get_db(conn, name)
     users = [r["name"] for r in _rows(conn, "SELECT name FROM pgrepl.sync WHERE targetdb = %s UNION "
                                             "SELECT s.name FROM pgrepl.sync s JOIN pgrepl.herd_member m ON m.herd = s.herd "
                                             "JOIN pgrepl.relation r ON r.id = m.relation WHERE r.db = %s", (name, name))]
@@ -260,6 +327,7 @@ def remove_db(conn: psycopg.Connection, name: str) -> None:
     with conn.transaction():
         conn.execute("DELETE FROM pgrepl.relation WHERE db = %s", (name,))
         conn.execute("DELETE FROM pgrepl.db WHERE name = %s", (name,))
+    _forget_password(conn, db)
 
 
 def member_connect(conn: psycopg.Connection, db_name: str, purpose: str = "pgrepl") -> psycopg.Connection:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, catalog, delta, guard, lease, swap, worker
+from . import __version__, catalog, delta, guard, lease, passfile, swap, worker
 from .db import connect, control_conninfo, member_conninfo
 from .errors import PgreplError
 from .settings import SETTINGS, validate
@@ -133,7 +133,10 @@ def _kind(word: str) -> str:
 # --- commands ------------------------------------------------------------------------------------------------
 
 def cmd_install(a: Args, conninfo: str) -> int:
-    changed, version = catalog.install(conninfo)
+    notes: list[str] = []
+    changed, version = catalog.install(conninfo, notes)
+    for note in notes:
+        out(note)
     if changed:
         out(f"Installed the pgrepl control schema (version {version}).")
     else:
@@ -230,11 +233,14 @@ def _bool(value: str, what: str) -> bool:
 
 def _add_db(a: Args, conn) -> int:
     if len(a.words) != 3 or "name" not in a.kv:
-        raise Usage("usage: pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]")
-    known_attributes(a, "database", ("name", "host", "port", "user", "pass", "password", "dbname"))
+        raise Usage("usage: pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P] "
+                    "[sslmode=MODE] [sslrootcert=CA_FILE]")
+    known_attributes(a, "database", ("name", "host", "port", "user", "pass", "password", "dbname", "sslmode",
+                                     "sslrootcert"))
     catalog.add_db(conn, a.kv["name"], a.words[2], a.kv.get("host"), _int(a.kv.get("port", "5432"), "port"),
-                   a.kv.get("user"), a.kv.get("pass", a.kv.get("password")))
-    out(f'Added database "{a.kv["name"]}"')
+                   a.kv.get("user"), a.kv.get("pass", a.kv.get("password")), a.kv.get("sslmode"), a.kv.get("sslrootcert"))
+    where = f" (its password in {passfile.path()}, not in the catalog)" if {"pass", "password"} & set(a.kv) else ""
+    out(f'Added database "{a.kv["name"]}"{where}')
     return EXIT_OK
 
 
@@ -531,7 +537,8 @@ def cmd_start(a: Args, conn, conninfo: str) -> int:
         stopfile.unlink()
     Path(settings["piddir"]).mkdir(parents=True, exist_ok=True)
     logfile = Path(settings["piddir"]) / "pgrepl.log"
-    with open(logfile, "ab") as log:
+    with os.fdopen(os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:   # 0600: ours
+        os.fchmod(log.fileno(), 0o600)
         proc = subprocess.Popen([sys.executable, "-m", "pgrepl", "run"], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True, env=dict(os.environ, PGREPL_CONTROL=conninfo))
     deadline = time.monotonic() + 10
@@ -645,7 +652,10 @@ HELP = {
             "(--verbose explains each).",
     "set": "pgrepl set NAME=VALUE...\n  Changes settings; an unknown setting or a bad value is refused, and nothing "
            "is changed.",
-    "add": "pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P]\n"
+    "add": "pgrepl add database DBNAME name=NAME [host=H] [port=P] [user=U] [pass=P] [sslmode=MODE] "
+           "[sslrootcert=CA_FILE]\n"
+           "  (pass= is written to the runner's libpq password file, never to the catalog; sslmode=verify-full with\n"
+           "  sslrootcert= the cluster CA makes the runner check the server's certificate)\n"
            "pgrepl add all tables db=NAME [-T TABLE]... [-t TABLE]... [--herd=HERD] [standard_conflict=RULE] "
            "[--verbose]\n"
            "pgrepl add all sequences db=NAME [--herd=HERD]\n"

@@ -66,10 +66,25 @@ def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = 
         raise PgreplError(f"cannot connect to {_redacted(conninfo)}: {str(e).strip()}") from e
 
 
+def passfile_path() -> Path:
+    """The libpq password file that holds the member databases' passwords (see passfile.py): $PGREPL_PASSFILE,
+    else `passfile = ...` in the configuration file, else libpq's default ($PGPASSFILE, else ~/.pgpass)."""
+    if os.environ.get("PGREPL_PASSFILE"):
+        return Path(os.environ["PGREPL_PASSFILE"])
+    if CONFIG_FILE.exists():
+        configured = read_config().get("passfile")
+        if configured:
+            return Path(configured)
+    if os.environ.get("PGPASSFILE"):
+        return Path(os.environ["PGPASSFILE"])
+    return Path.home() / ".pgpass"
+
+
 def member_conninfo(db: dict) -> str:
-    """The conninfo of a catalog database row (see catalog.DB_COLUMNS)."""
+    """The conninfo of a catalog database row (see catalog.DB_COLUMNS). No password: libpq reads it from the
+    password file, so that it is never in the catalog, in a conninfo we print, nor in our memory."""
     parts = {"dbname": db["dbname"], "host": db.get("host"), "port": db.get("port"), "user": db.get("username"),
-             "password": db.get("password")}
+             "passfile": str(passfile_path()), "sslmode": db.get("sslmode"), "sslrootcert": db.get("sslrootcert")}
     return make_conninfo(**{k: v for k, v in parts.items() if v not in (None, "")})
 
 

@@ -163,7 +163,7 @@ def _validate_sync(control: psycopg.Connection, sync: dict, v: Validation) -> se
     tables = catalog.sync_tables(control, sync)
     missed: set[str] = set()
     reinstall = {name}
-    for db in dict.fromkeys(src for src, _ in catalog.directions(sync)):
+    for db in dict.fromkeys(pair[0] for pair in catalog.directions(sync)):
         with catalog.sync_source(control, db, name, "pgrepl validate") as (conn, key):
             capture.ensure_schema(conn)   # the schema of this pgrepl (relid column)
             ours = key[len(name):]        # "@<this control database's id>"
@@ -186,7 +186,7 @@ def _validate_sync(control: psycopg.Connection, sync: dict, v: Validation) -> se
             catalog._install_capture(control, known[s])   # idempotent: whatever `add sync` installs and is missing
         except PgreplError as e:
             v.errors.append(f"Sync {s}: {e}")
-    for db in dict.fromkeys(src for src, _ in catalog.directions(sync)):
+    for db in dict.fromkeys(pair[0] for pair in catalog.directions(sync)):
         with catalog.sync_source(control, db, name, "pgrepl validate") as (conn, key):
             v.errors += [f"{s.db}: {s.table}: {'; '.join(s.problems())}"
                          for s in inspect(conn, name, key, tables, db) if s.problems()]

@@ -169,7 +169,7 @@ class SwapRun:
                     with tgt.conn.transaction():
                         apply.begin_replica(tgt.conn)
                         batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
-                        clash, _ = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], wait=True)
+                        clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], wait=True)[0]
                 clashes += [(t, clash)] if clash else []
             for t, keys in clashes:
                 self._resolve(t, keys)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
 from lab import ADDRESS, HERD_TABLES, RUNNER_OF, checksum, host, mark, pgrepl, sql, wait_for  # noqa: E402
@@ -36,13 +37,59 @@ def test_postgresql_listens_on_the_cluster_address(name):
 
 
 @pytest.mark.parametrize("name", DATABASE_HOSTS)
-def test_pg_hba_lets_the_cluster_network_in_with_a_password_and_trusts_no_remote_host(name):
+def test_pg_hba_lets_in_only_the_replication_role_to_the_replicated_databases_over_tls(name):
     lines = [line.split() for line in host(name).file("/etc/postgresql/15/main/pg_hba.conf").content_string.splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
-    assert ["host", "all", "all", "10.11.12.0/24", "scram-sha-256"] in lines
-    remote_trust = [line for line in lines if line[0].startswith("host") and line[-1] == "trust"
-                    and not any(a in line for a in ("127.0.0.1/32", "::1/128"))]
-    assert remote_trust == []
+    remote = [line for line in lines if line[0] != "local"]
+    assert remote == [["hostssl", "test1", "pgrepl", "10.11.12.0/24", "scram-sha-256"]]
+
+
+REPLICATION_PASSWORD = yaml.safe_load((Path(__file__).resolve().parents[4] / "inventories/lab/group_vars/all/"
+                                       "secrets.yml").read_text())["lab_pgrepl_replication_password"]
+
+
+def login_from_slave(target: str, dbname: str, sslmode: str = "require"):
+    """psql on slave to DBNAME on TARGET as the replication role, with its password."""
+    return host("slave").run("env PGPASSWORD=%s psql -X -At -c 'SELECT 1' %s", REPLICATION_PASSWORD,
+                             f"host={ADDRESS[target]} dbname={dbname} user=pgrepl sslmode={sslmode} connect_timeout=5")
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_control_database_refuses_the_replication_password_from_the_network(name):
+    out = login_from_slave(name, "pgrepl")
+    assert out.rc != 0 and "no pg_hba.conf entry" in out.stderr, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("dbname, reachable", [("test1", True), ("postgres", False), ("template1", False)])
+def test_with_the_replication_password_only_the_replicated_databases_are_reachable(dbname, reachable):
+    out = login_from_slave("master", dbname)
+    assert (out.rc == 0 and out.stdout.strip() == "1") is reachable, out.stdout + out.stderr
+    refused = login_from_slave("master", dbname, sslmode="disable")     # never without TLS
+    assert refused.rc != 0 and "no encryption" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("name", DATABASE_HOSTS)
+def test_every_runner_connection_is_encrypted(name):
+    wait_for(lambda: sql(name, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgrepl' "
+                               "AND client_addr IS NOT NULL") != "0", 60, f"a runner connection on {name}")
+    assert sql(name, "SELECT bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                     "WHERE a.usename = 'pgrepl' AND a.client_addr IS NOT NULL") == "t"
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_catalog_holds_no_password_and_the_password_file_is_the_runners(name):
+    assert sql(name, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'pgrepl' "
+                     "AND column_name ~ 'pass'", db="pgrepl") == "0"
+    assert REPLICATION_PASSWORD not in sql(name, "SELECT string_agg(t::text, ' ') FROM pgrepl.db t", db="pgrepl")
+    f = host(name).file("/var/lib/pgrepl/pgpass")
+    assert (f.user, f.mode) == ("pgrepl", 0o600) and REPLICATION_PASSWORD in f.content_string
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_runner_unit_is_hardened(name):
+    out = host(name).run("systemd-analyze security pgrepl")
+    exposure = re.search(r"Overall exposure level for pgrepl.service: ([0-9.]+)", out.stdout)
+    assert exposure and float(exposure.group(1)) <= 2.0, out.stdout[-3000:]
 
 
 @pytest.mark.parametrize("name", DATABASE_HOSTS)
@@ -120,3 +167,24 @@ def test_status_shows_every_sync_with_a_last_good():
         for sync in [s for s, r in RUNNER_OF.items() if r == runner]:
             row = next(line for line in lines if line.startswith(sync))
             assert row.split()[4] != "none", row
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_runner_checks_every_server_against_the_cluster_ca(name):
+    assert sql(name, "SELECT string_agg(DISTINCT sslmode || ' ' || sslrootcert, ',') FROM pgrepl.db",
+               db="pgrepl") == "verify-full /etc/pgrepl/cluster-ca.crt"
+    for other in DATABASE_HOSTS:
+        out = host(name).run("env PGPASSWORD=%s psql -X -At -c 'SELECT 1' %s", REPLICATION_PASSWORD,
+                             f"host={ADDRESS[other]} dbname=test1 user=pgrepl sslmode=verify-full "
+                             "sslrootcert=/etc/pgrepl/cluster-ca.crt connect_timeout=5")
+        assert out.rc == 0 and out.stdout.strip() == "1", f"{other}: {out.stderr}"
+
+
+@pytest.mark.parametrize("name", DATABASE_HOSTS)
+def test_the_server_key_is_postgres_only_and_the_ca_key_is_not_on_the_host(name):
+    h = host(name)
+    key = h.file("/etc/postgresql/15/main/pgrepl-server.key")
+    assert (key.user, key.mode) == ("postgres", 0o600)
+    assert sql(name, "SHOW ssl_cert_file") == "/etc/postgresql/15/main/pgrepl-server.crt"
+    assert h.run("grep -rl 'PRIVATE KEY' /etc/pgrepl /etc/postgresql 2>/dev/null").stdout.split() == \
+        ["/etc/postgresql/15/main/pgrepl-server.key"]
