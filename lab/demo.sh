@@ -16,7 +16,7 @@ tables=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history)
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 sql() { podman exec -u postgres "pgrepl-$1" psql -X -At -d test1 -c "$2"; }
-pgrepl_on() { podman exec -u pgrepl "pgrepl-$1" pgrepl "${@:2}"; }
+pgrepl_on() { podman exec -u pgrepl_runner "pgrepl-$1" pgrepl "${@:2}"; }
 
 step "The lab: three Debian 12 hosts in podman containers (lab/lab.sh up)"
 lab/lab.sh up
@@ -68,8 +68,8 @@ cat <<'EOF'
 
 Try next:
   podman exec -it -u postgres pgrepl-master psql test1          # a host's database (also pgrepl-slave, pgrepl-master2)
-  podman exec -u pgrepl pgrepl-master pgrepl status             # the runner of benchdeltaalpha and benchcopybeta
-  podman exec -u pgrepl pgrepl-master2 pgrepl list conflicts    # the swap's conflict journal
+  podman exec -u pgrepl_runner pgrepl-master pgrepl status             # the runner of benchdeltaalpha and benchcopybeta
+  podman exec -u pgrepl_runner pgrepl-master2 pgrepl list conflicts    # the swap's conflict journal
   .venv/bin/ansible-playbook -i inventories/lab playbooks/kick.yml -e kick_syncs=benchcopybeta
   make lab-down                                                 # remove the containers and the network
 EOF

@@ -82,7 +82,21 @@ def test_the_catalog_holds_no_password_and_the_password_file_is_the_runners(name
                      "AND column_name ~ 'pass'", db="pgrepl") == "0"
     assert REPLICATION_PASSWORD not in sql(name, "SELECT string_agg(t::text, ' ') FROM pgrepl.db t", db="pgrepl")
     f = host(name).file("/var/lib/pgrepl/pgpass")
-    assert (f.user, f.mode) == ("pgrepl", 0o600) and REPLICATION_PASSWORD in f.content_string
+    assert (f.user, f.mode) == ("pgrepl_runner", 0o600) and REPLICATION_PASSWORD in f.content_string
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_control_database_is_owned_by_a_peer_only_role_that_is_not_the_replication_role(name):
+    # owner of the database and of every object of its schemas; no password; no other role may connect
+    assert sql(name, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'pgrepl'") == "pgrepl_runner"
+    assert sql(name, "SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner), ',') FROM pg_class c "
+                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('pgrepl', 'pgrepl_freezer')",
+               db="pgrepl") == "pgrepl_runner"
+    assert sql(name, "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'pgrepl_runner'") == "t"
+    assert sql(name, "SELECT has_database_privilege('pgrepl', 'pgrepl', 'CONNECT')") == "f"
+    runners = [line.split(None, 1) for line in host(name).check_output("ps -eo user:32,args").splitlines()
+               if "pgrepl run" in line]
+    assert runners and {user for user, _ in runners} == {"pgrepl_runner"}, runners
 
 
 @pytest.mark.parametrize("name", RUNNERS)

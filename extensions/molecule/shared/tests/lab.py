@@ -23,7 +23,7 @@ def sql(name: str, query: str, db: str = "test1") -> str:
 
 
 def pgrepl(runner: str, *args: str, expect: int = 0) -> str:
-    out = host(runner).run("runuser -u pgrepl -- pgrepl " + " ".join(["%s"] * len(args)), *args)
+    out = host(runner).run("runuser -u pgrepl_runner -- pgrepl " + " ".join(["%s"] * len(args)), *args)
     assert out.rc == expect, f"pgrepl {' '.join(args)} on {runner}: rc {out.rc}\n{out.stdout}{out.stderr}"
     return out.stdout
 

@@ -12,8 +12,6 @@ from ..db import connect, member_conninfo
 from ..errors import NotFound, Refused
 from .schema import _rows, check_name
 
-# --- databases -----------------------------------------------------------------------------------------------
-
 DB_COLUMNS = ("name", "dbname", "host", "port", "username", "status", "sslmode", "sslrootcert")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 

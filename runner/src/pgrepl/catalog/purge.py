@@ -10,7 +10,6 @@ from ..errors import Refused
 from .databases import list_dbs
 from .syncs import parse_interval
 
-# --- purge ---------------------------------------------------------------------------------------------------
 
 def purge_delta(conn: psycopg.Connection, keep: str) -> list[tuple[str, str]]:
     """Bucardo's bucardo_purge_delta on every database where a sync captures: deletes the captured keys that

@@ -12,7 +12,6 @@ from ..errors import NotFound, Refused
 from .databases import get_db, member_connect, sync_source
 from .schema import CONFLICT_RULES, _rows, check_name
 
-# --- tables, sequences, herds --------------------------------------------------------------------------------
 
 def relation_info(row: dict) -> TableInfo:
     return TableInfo(row["schemaname"], row["relname"], row["kind"], tuple(row["pkey"]), tuple(row["pktype"]),

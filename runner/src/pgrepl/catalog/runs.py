@@ -12,7 +12,6 @@ from .schema import _rows, notify_control
 from .settings import all_settings
 from .syncs import get_sync, list_syncs
 
-# --- daemon state, runs, kicks -------------------------------------------------------------------------------
 
 def set_state(conn: psycopg.Connection, sync: str, state: str, pid: int | None = None,
               started: bool = False) -> None:

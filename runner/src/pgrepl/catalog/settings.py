@@ -8,7 +8,6 @@ from .. import capture
 from ..db import connect, member_conninfo
 from ..settings import SETTINGS, validate
 
-# --- settings ------------------------------------------------------------------------------------------------
 
 def all_settings(conn: psycopg.Connection) -> dict[str, str]:
     values = {name: s.default for name, s in SETTINGS.items()}

@@ -14,8 +14,6 @@ from .relations import get_herd, herd_members, relation_info
 from .schema import SYNC_TYPES, _rows, check_name, notify_control
 from .settings import all_settings
 
-# --- syncs ---------------------------------------------------------------------------------------------------
-
 # A sync with its source database and targets, in one query (every worker reads its sync each poll).
 _SYNCS = """
 SELECT s.name, s.type, s.herd, s.targetdb, s.targetgroup, s.status, s.checktime, s.onetimecopy, s.makedelta,
