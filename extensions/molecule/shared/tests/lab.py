@@ -22,8 +22,14 @@ def sql(name: str, query: str, db: str = "test1") -> str:
     return out.stdout.strip()
 
 
+def runner_user(runner: str) -> str:
+    """The OS user the runner's service runs as (pgrepl_runner_user)."""
+    return host(runner).check_output("systemctl show -p User --value pgrepl").strip()
+
+
 def pgrepl(runner: str, *args: str, expect: int = 0) -> str:
-    out = host(runner).run("runuser -u pgrepl_runner -- pgrepl " + " ".join(["%s"] * len(args)), *args)
+    user = runner_user(runner)
+    out = host(runner).run(f"runuser -u {user} -- pgrepl " + " ".join(["%s"] * len(args)), *args)
     assert out.rc == expect, f"pgrepl {' '.join(args)} on {runner}: rc {out.rc}\n{out.stdout}{out.stderr}"
     return out.stdout
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
-from lab import HERD_TABLES, checksum, host, mark, pgrepl, sql, wait_for  # noqa: E402
+from lab import HERD_TABLES, checksum, host, mark, pgrepl, runner_user, sql, wait_for  # noqa: E402
 
 STAGE = os.environ["TOPOLOGY_STAGE"]
 only = {s: pytest.mark.skipif(STAGE != s, reason=f"stage {s} only") for s in ("two", "three", "prune")}
@@ -51,6 +51,21 @@ def test_three_hosts_swap_both_ways_and_the_dbgroup_fullcopy():
         assert checksum(name, "pgbench_history") == checksum("master", "pgbench_history")
     assert pgrepl_triggers("master2") > 0
     assert swap_subscriptions_on_master() == len(HERD_TABLES)
+
+
+@only["three"]
+def test_a_new_runner_user_takes_over_the_control_database_and_its_catalog():
+    # stage two ran as pgrepl_before; the same catalog (one identity, so one position on the source) now belongs to
+    # pgrepl_runner, with the password file, and the runner runs as that user
+    assert runner_user("master") == "pgrepl_runner"
+    assert sql("master", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'pgrepl'") == "pgrepl_runner"
+    assert sql("master", "SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner), ',') FROM pg_class c JOIN "
+                         "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgrepl'", db="pgrepl") \
+        == "pgrepl_runner"
+    assert sql("master", "SELECT count(DISTINCT sync) FROM pgrepl.consumer WHERE sync LIKE 'benchdeltaalpha@%'") == "1"
+    f = host("master").file("/var/lib/pgrepl/pgpass")
+    assert (f.user, f.mode) == ("pgrepl_runner", 0o600)
+    pushdelta_works()
 
 
 @only["prune"]
