@@ -1,0 +1,327 @@
+"""Compare one table on a source and a target: equal, or which keys differ (missing on the target, extra on it,
+different), without pulling the table into the runner.
+
+Tables with a key: the source's keys cut the table into blocks of `compare_block_size` rows (one index-only
+pass); each side hashes every block, both sides at once (one query each, every block an index range scan); only
+the blocks whose row count or hash sum differ are read again, as (key, row hash) pairs, and compared key by key.
+Tables without a key (fullcopy): rows are multisets; blocks are ranges of the rows' hash, and a differing block
+is read as (row, count) groups.
+
+Under load a key whose change is captured but not applied yet differs for a while: it is not a difference, the
+sync overwrites it with the source's row. `in_flight` finds those keys from the delta store and the consumer's
+position (delta.py), read in this order: the position first, then the two snapshots the rows are compared in,
+then the delta rows. Everything the position says is applied committed on the target before the position moved,
+so before the target's snapshot; a key none of whose delta rows is past the position (now, after both snapshots)
+has the same row on the source in its snapshot as the one the sync copied last. (Purge removes only delta rows
+applied by every consumer and older than its interval, far longer than a compare takes.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from . import capture
+from .apply import columns, key_join, keys_relation
+from .capture import TableInfo
+from .delta import array_literal
+
+Key = tuple[str, ...]
+
+
+@dataclass
+class Position:
+    """A consumer's position as read before the snapshots of a compare: what it says is applied is on the
+    target. conn: the database holding the delta store (the consumer's source)."""
+    conn: psycopg.Connection
+    sync: str
+    target: str
+    done: str
+    pending: str | None
+    cursor: str | None
+
+
+@dataclass
+class TableDiff:
+    table: str
+    target: str
+    rows: int = 0                  # rows of the table on the source
+    blocks: int = 0
+    blocks_differing: int = 0
+    keyed: bool = True             # False: compared as a multiset of rows
+    missing: list = field(default_factory=list)    # keys (or {row, count}) on the source only
+    extra: list = field(default_factory=list)      # on the target only
+    different: list = field(default_factory=list)  # same key, another row
+    in_flight: int = 0             # differing keys with changes not applied yet: not differences
+    repaired: int = 0
+
+    @property
+    def differences(self) -> int:
+        if self.keyed:
+            return len(self.missing) + len(self.extra) + len(self.different)
+        return sum(r["count"] for r in self.missing) + sum(r["count"] for r in self.extra)
+
+    def as_dict(self) -> dict:
+        return {"table": self.table, "target": self.target, "equal": not self.differences, "rows": self.rows,
+                "blocks": self.blocks, "blocks_differing": self.blocks_differing, "keyed": self.keyed,
+                "counts": {"missing": len(self.missing), "extra": len(self.extra), "different": len(self.different)},
+                "differences": self.differences, "missing": self.missing, "extra": self.extra,
+                "different": self.different, "in_flight": self.in_flight, "repaired": self.repaired}
+
+
+def _both(src_fn: Callable[[], object], tgt_fn: Callable[[], object]) -> tuple:
+    """Runs a query on each side at the same time (psycopg waits for the server without holding the GIL)."""
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(src_fn), pool.submit(tgt_fn)
+        return a.result(), b.result()
+
+
+def snapshot_read(conn: psycopg.Connection) -> None:
+    """A REPEATABLE READ, READ ONLY transaction, begun by the caller: every query of a compare on one side sees
+    one snapshot. Key range scans, not hashes of whole tables (jit costs more than it saves here)."""
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL jit = off")
+
+
+def _cols(names: tuple[str, ...] | list[str], alias: str = "t") -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in names)
+
+
+def _key_expr(t: TableInfo, alias: str = "t") -> sql.Composable:
+    """The key as one comparable value: `t.a` or the row `(t.a, t.b)`, which an index range scan takes."""
+    return _cols(t.pkey, alias) if len(t.pkey) == 1 else sql.SQL("({})").format(_cols(t.pkey, alias))
+
+
+def _key_value(t: TableInfo, prefix: str) -> sql.Composable:
+    """A key given as parameters PREFIX0, PREFIX1... cast to the key's types, comparable with _key_expr."""
+    parts = [sql.SQL("{}::{}").format(sql.Placeholder(f"{prefix}{i}"), sql.SQL(typ)) for i, typ in enumerate(t.pktype)]
+    return parts[0] if len(parts) == 1 else sql.SQL("({})").format(sql.SQL(", ").join(parts))
+
+
+def _row_hash(cols: list[str], alias: str = "t") -> sql.Composed:
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(_cols(cols, alias))
+
+
+def _key_text(t: TableInfo, alias: str = "t") -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(c)) for c in t.pkey)
+
+
+# --- tables with a key ---------------------------------------------------------------------------------------
+
+def boundaries(src: psycopg.Connection, t: TableInfo, block_size: int) -> tuple[list[Key], int]:
+    """Every BLOCK_SIZE-th key of the source in key order (the first key included), and the row count."""
+    q = sql.SQL("SELECT {ktext}, n FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS rn, "
+                "count(*) OVER () AS n FROM {tbl} t) t WHERE (rn - 1) %% %(bs)s = 0 ORDER BY {keys}").format(
+        ktext=_key_text(t), keys=_cols(t.pkey), tbl=t.ident)
+    rows = src.execute(q, {"bs": block_size}).fetchall()
+    return [tuple(r[:-1]) for r in rows], (rows[0][-1] if rows else 0)
+
+
+@dataclass
+class Ranges:
+    """Blocks by key: block i holds the keys in [bounds[i], bounds[i+1]); the first also every key below bounds[0]
+    and the last every key from its bound on (so a target's extra rows fall into a block too)."""
+    bounds: list[Key]
+
+    def __len__(self) -> int:
+        return max(len(self.bounds), 1)
+
+
+def _blocks_query(t: TableInfo, select: sql.Composable, which: list[int], n: int) -> tuple[sql.Composed, dict]:
+    """A query returning, for each block in WHICH (of N), SELECT's rows over that block's keys: the middle
+    blocks through a LATERAL index range scan each, the open-ended first and last ones by themselves."""
+    parts, params = [], {}
+    inner = sorted(b for b in which if 0 < b < n - 1)
+    if n == 1 and which:
+        parts.append(sql.SQL("SELECT 0 AS block, x.* FROM (SELECT {sel} FROM {tbl} t) x").format(sel=select,
+                                                                                              tbl=t.ident))
+    else:
+        if 0 in which:
+            parts.append(sql.SQL("SELECT 0 AS block, x.* FROM (SELECT {sel} FROM {tbl} t WHERE {k} < {hi}) x").format(
+                sel=select, tbl=t.ident, k=_key_expr(t), hi=_key_value(t, "first")))
+        if n - 1 in which:
+            parts.append(sql.SQL("SELECT {last} AS block, x.* FROM (SELECT {sel} FROM {tbl} t WHERE {k} >= {lo}) x")
+                         .format(last=sql.Literal(n - 1), sel=select, tbl=t.ident, k=_key_expr(t),
+                                 lo=_key_value(t, "last")))
+        if inner:
+            rng = sql.SQL(", ").join([sql.SQL("%(blk)s::int[]"),
+                                      *(sql.SQL("{}::{}[]").format(sql.Placeholder(f"{side}{i}"), sql.SQL(typ))
+                                        for side in ("lo", "hi") for i, typ in enumerate(t.pktype))])
+            names = ["b", *(f"{side}{i}" for side in ("lo", "hi") for i in range(len(t.pkey)))]
+            lo = [sql.SQL("r.{}").format(sql.Identifier(f"lo{i}")) for i in range(len(t.pkey))]
+            hi = [sql.SQL("r.{}").format(sql.Identifier(f"hi{i}")) for i in range(len(t.pkey))]
+            wrap = (lambda p: p[0]) if len(t.pkey) == 1 else (lambda p: sql.SQL("({})").format(sql.SQL(", ").join(p)))
+            parts.append(sql.SQL(
+                "SELECT r.b, x.* FROM unnest({rng}) AS r({names}) CROSS JOIN LATERAL "
+                "(SELECT {sel} FROM {tbl} t WHERE {k} >= {lo} AND {k} < {hi}) x").format(
+                rng=rng, names=sql.SQL(", ").join(sql.Identifier(c) for c in names), sel=select, tbl=t.ident,
+                k=_key_expr(t), lo=wrap(lo), hi=wrap(hi)))
+            params["blk"] = inner
+    return sql.SQL(" UNION ALL ").join(parts), params
+
+
+def _range_params(r: Ranges, which: list[int]) -> dict:
+    b, n, params = r.bounds, len(r), {}
+    if n > 1:
+        params.update({f"first{i}": v for i, v in enumerate(b[1])})
+        params.update({f"last{i}": v for i, v in enumerate(b[n - 1])})
+    inner = sorted(x for x in which if 0 < x < n - 1)
+    for i in range(len(b[0]) if b else 0):
+        params[f"lo{i}"] = array_literal(b[x][i] for x in inner)
+        params[f"hi{i}"] = array_literal(b[x + 1][i] for x in inner)
+    return params
+
+
+def block_hashes(conn: psycopg.Connection, t: TableInfo, cols: list[str], r: Ranges,
+                 which: list[int]) -> dict[int, tuple[int, int]]:
+    """{block: (rows, sum of row hashes)} for the blocks in WHICH (blocks without rows are left out)."""
+    select = sql.SQL("count(*) AS n, coalesce(sum({h}), 0) AS h").format(h=_row_hash(cols))
+    q, params = _blocks_query(t, select, which, len(r))
+    return {b: (n, int(h)) for b, n, h in conn.execute(q, {**params, **_range_params(r, which)}) if n}
+
+
+def block_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], r: Ranges, which: list[int]) -> dict[Key, int]:
+    """{key: row hash} of the rows in the blocks WHICH."""
+    select = sql.SQL("ARRAY[{k}] AS k, {h} AS h").format(k=_key_text(t), h=_row_hash(cols))
+    q, params = _blocks_query(t, select, which, len(r))
+    return {tuple(k): h for _b, k, h in conn.execute(q, {**params, **_range_params(r, which)})}
+
+
+def key_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], keys: list[Key]) -> dict[Key, int]:
+    """{key: row hash} of the rows of KEYS that exist."""
+    if not keys:
+        return {}
+    q = sql.SQL("SELECT ARRAY[{k}], {h} FROM {keys} JOIN {tbl} t ON {join}").format(
+        k=_key_text(t), h=_row_hash(cols), keys=keys_relation(t, False), tbl=t.ident, join=key_join("t", t.pkey))
+    return {tuple(k): h for k, h in conn.execute(q, key_params(t, keys))}
+
+
+def key_params(t: TableInfo, keys: list[Key]) -> dict:
+    return {f"k{i}": array_literal(k[i] for k in keys) for i in range(len(t.pkey))}
+
+
+def diff_rows(src: dict[Key, int], tgt: dict[Key, int]) -> tuple[list[Key], list[Key], list[Key]]:
+    """(missing on the target, extra on it, different), each sorted."""
+    return (sorted(src.keys() - tgt.keys()), sorted(tgt.keys() - src.keys()),
+            sorted(k for k in src.keys() & tgt.keys() if src[k] != tgt[k]))
+
+
+def keyed_candidates(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo, block_size: int,
+                     diff: TableDiff, progress: Callable[[int, int], None] = lambda blocks, rows: None) -> list:
+    """Inside the callers' snapshot transactions: the keys that differ, by blocks then key by key."""
+    cols = columns(src, t)
+    bounds, diff.rows = boundaries(src, t, block_size)
+    r = Ranges(bounds)
+    diff.blocks = len(r)
+    every = list(range(len(r)))
+    a, b = _both(lambda: block_hashes(src, t, cols, r, every), lambda: block_hashes(tgt, t, cols, r, every))
+    progress(len(r), diff.rows)
+    differing = sorted(x for x in a.keys() | b.keys() if a.get(x) != b.get(x))
+    diff.blocks_differing = len(differing)
+    if not differing:
+        return []
+    rows_a, rows_b = _both(lambda: block_rows(src, t, cols, r, differing),
+                           lambda: block_rows(tgt, t, cols, r, differing))
+    return diff_keys(rows_a, rows_b)
+
+
+def diff_keys(rows_a: dict[Key, int], rows_b: dict[Key, int]) -> list[tuple[str, Key]]:
+    missing, extra, different = diff_rows(rows_a, rows_b)
+    return [("missing", k) for k in missing] + [("extra", k) for k in extra] + [("different", k) for k in different]
+
+
+def recheck(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo,
+            keys: list[Key]) -> list[tuple[str, Key]]:
+    """Inside the callers' snapshot transactions: which of KEYS still differ, and how."""
+    cols = columns(src, t)
+    a, b = _both(lambda: key_rows(src, t, cols, keys), lambda: key_rows(tgt, t, cols, keys))
+    return diff_keys(a, b)
+
+
+# --- changes not applied yet ---------------------------------------------------------------------------------
+
+def read_position(conn: psycopg.Connection, sync: str, target: str) -> Position | None:
+    row = conn.execute("SELECT done::text, pending::text, cursor[1] FROM pgrepl.consumer WHERE sync = %s "
+                       "AND target = %s", (sync, target)).fetchone() if capture.has_schema(conn) else None
+    return Position(conn, sync, target, row[0], row[1], row[2] or None) if row else None
+
+
+_UNAPPLIED = sql.SQL(
+    "NOT pg_visible_in_snapshot({a}.txid, %(done)s::pg_snapshot) AND NOT coalesce("
+    "pg_visible_in_snapshot({a}.txid, %(pending)s::pg_snapshot) AND {a}.txid <= %(cursor)s::xid8, false)")
+
+
+def in_flight(pos: Position, t: TableInfo, keys: list[Key]) -> set[Key] | None:
+    """The KEYS with a change in POS's delta store that POS has not applied; None: the table itself is in flight
+    (a truncate not applied yet, or no capture, so nothing can be said)."""
+    cap = capture.find(pos.conn, t)
+    if cap is None:
+        return None
+    params = {"done": pos.done, "pending": pos.pending, "cursor": pos.cursor, "id": cap.id}
+    truncated = pos.conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM pgrepl.truncate_log l WHERE capture_id = %(id)s "
+                                         "AND {})").format(_UNAPPLIED.format(a=sql.Identifier("l"))),
+                                 params).fetchone()[0]
+    if truncated:
+        return None
+    if not keys:
+        return set()
+    q = sql.SQL("SELECT DISTINCT {k} FROM {delta} d JOIN {keys} ON {join} WHERE {unapplied}").format(
+        k=sql.SQL(", ").join(sql.SQL("d.{}::text").format(sql.Identifier(c)) for c in cap.keycols),
+        delta=cap.delta, keys=keys_relation(t, False), join=key_join("d", cap.keycols),
+        unapplied=_UNAPPLIED.format(a=sql.Identifier("d")))
+    return {tuple(r) for r in pos.conn.execute(q, {**params, **key_params(t, keys)})}
+
+
+def applied_past(pos: Position, t: TableInfo, snapshot: str) -> bool:
+    """Has the consumer (as it is now) applied every change of T visible in SNAPSHOT? (At once when the sync had
+    nothing pending: an idle or stopped sync is not waited for.)"""
+    cap = capture.find(pos.conn, t)
+    cur = read_position(pos.conn, pos.sync, pos.target)
+    if cap is None or cur is None:
+        return True
+    params = {"done": cur.done, "pending": cur.pending, "cursor": cur.cursor, "id": cap.id, "snap": snapshot}
+    q = sql.SQL("SELECT EXISTS (SELECT FROM {delta} d WHERE d.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
+                "AND pg_visible_in_snapshot(d.txid, %(snap)s::pg_snapshot) AND {u}) OR EXISTS (SELECT FROM "
+                "pgrepl.truncate_log l WHERE l.capture_id = %(id)s AND pg_visible_in_snapshot(l.txid, "
+                "%(snap)s::pg_snapshot) AND {ul})").format(delta=cap.delta, u=_UNAPPLIED.format(a=sql.Identifier("d")),
+                                                          ul=_UNAPPLIED.format(a=sql.Identifier("l")))
+    return not pos.conn.execute(q, params).fetchone()[0]
+
+
+# --- tables without a key: multisets of rows -----------------------------------------------------------------
+
+def _bucket(cols: list[str], n: int) -> sql.Composed:
+    return sql.SQL("abs(mod({h}, {n}))").format(h=_row_hash(cols), n=sql.Literal(n))
+
+
+def multiset_diff(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo, block_size: int,
+                  diff: TableDiff, progress: Callable[[int, int], None] = lambda blocks, rows: None) -> None:
+    """Inside the callers' snapshot transactions: rows as (row, count) groups; blocks are ranges of the row's
+    hash, so that equal rows always fall into the same block on both sides."""
+    diff.keyed = False
+    cols = columns(src, t)
+    diff.rows = src.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()[0]
+    n = max(1, -(-diff.rows // block_size))
+    diff.blocks = n
+    per_block = sql.SQL("SELECT {b}, count(*), sum({h}) FROM {tbl} t GROUP BY 1").format(
+        b=_bucket(cols, n), h=_row_hash(cols), tbl=t.ident)
+    a, b = _both(lambda: {r[0]: r[1:] for r in src.execute(per_block)},
+                 lambda: {r[0]: r[1:] for r in tgt.execute(per_block)})
+    progress(n, diff.rows)
+    differing = sorted(x for x in a.keys() | b.keys() if a.get(x) != b.get(x))
+    diff.blocks_differing = len(differing)
+    if not differing:
+        return
+    groups = sql.SQL("SELECT ROW({c})::text, count(*) FROM {tbl} t WHERE {b} = ANY(%s) GROUP BY 1").format(
+        c=_cols(cols), tbl=t.ident, b=_bucket(cols, n))
+    ga, gb = _both(lambda: dict(src.execute(groups, (differing,)).fetchall()),
+                   lambda: dict(tgt.execute(groups, (differing,)).fetchall()))
+    for row in sorted(ga.keys() | gb.keys()):
+        more = ga.get(row, 0) - gb.get(row, 0)
+        if more > 0:
+            diff.missing.append({"row": row, "count": more})
+        elif more < 0:
+            diff.extra.append({"row": row, "count": -more})
