@@ -73,6 +73,11 @@ class TableDiff:
                 "different": self.different, "in_flight": self.in_flight, "repaired": self.repaired}
 
 
+def _on_both(fn: Callable, src: psycopg.Connection, tgt: psycopg.Connection, *args) -> tuple:
+    """FN(conn, *ARGS) on the source and on the target at the same time."""
+    return _both(lambda: fn(src, *args), lambda: fn(tgt, *args))
+
+
 def _both(src_fn: Callable[[], object], tgt_fn: Callable[[], object]) -> tuple:
     """Runs a query on each side at the same time (psycopg waits for the server without holding the GIL)."""
     with ThreadPoolExecutor(2) as pool:
@@ -120,74 +125,92 @@ def boundaries(src: psycopg.Connection, t: TableInfo, block_size: int) -> tuple[
     return [tuple(r[:-1]) for r in rows], (rows[0][-1] if rows else 0)
 
 
-@dataclass
-class Ranges:
-    """Blocks by key: block i holds the keys in [bounds[i], bounds[i+1]); the first also every key below bounds[0]
-    and the last every key from its bound on (so a target's extra rows fall into a block too)."""
-    bounds: list[Key]
+# A block: the keys in [lo, hi); lo None: every key below hi, hi None: every key from lo on (so that a target's
+# extra rows below the source's first key or above its last fall into a block too).
+Range = tuple[Key | None, Key | None]
 
-    def __len__(self) -> int:
-        return max(len(self.bounds), 1)
+LEAF = 64      # a differing block of at most this many source rows is read key by key
+FANOUT = 16    # a bigger differing block is cut into about this many blocks, which are hashed again
 
 
-def _blocks_query(t: TableInfo, select: sql.Composable, which: list[int], n: int) -> tuple[sql.Composed, dict]:
-    """A query returning, for each block in WHICH (of N), SELECT's rows over that block's keys: the middle
-    blocks through a LATERAL index range scan each, the open-ended first and last ones by themselves."""
+def ranges_of(bounds: list[Key]) -> list[Range]:
+    """Blocks from the source's boundaries (compare.boundaries): each starts at one and ends at the next."""
+    if len(bounds) < 2:
+        return [(None, None)]
+    return [(None, bounds[1]), *zip(bounds[1:-1], bounds[2:], strict=True), (bounds[-1], None)]
+
+
+def _blocks_query(t: TableInfo, select: sql.Composable, ranges: list[Range]) -> tuple[sql.Composed, dict]:
+    """A query returning, for each of RANGES (numbered in order), SELECT's rows over that block's keys: closed
+    blocks through a LATERAL index range scan each, the open-ended ones by themselves."""
     parts, params = [], {}
-    inner = sorted(b for b in which if 0 < b < n - 1)
-    if n == 1 and which:
-        parts.append(sql.SQL("SELECT 0 AS block, x.* FROM (SELECT {sel} FROM {tbl} t) x").format(sel=select,
-                                                                                              tbl=t.ident))
-    else:
-        if 0 in which:
-            parts.append(sql.SQL("SELECT 0 AS block, x.* FROM (SELECT {sel} FROM {tbl} t WHERE {k} < {hi}) x").format(
-                sel=select, tbl=t.ident, k=_key_expr(t), hi=_key_value(t, "first")))
-        if n - 1 in which:
-            parts.append(sql.SQL("SELECT {last} AS block, x.* FROM (SELECT {sel} FROM {tbl} t WHERE {k} >= {lo}) x")
-                         .format(last=sql.Literal(n - 1), sel=select, tbl=t.ident, k=_key_expr(t),
-                                 lo=_key_value(t, "last")))
-        if inner:
-            rng = sql.SQL(", ").join([sql.SQL("%(blk)s::int[]"),
-                                      *(sql.SQL("{}::{}[]").format(sql.Placeholder(f"{side}{i}"), sql.SQL(typ))
-                                        for side in ("lo", "hi") for i, typ in enumerate(t.pktype))])
-            names = ["b", *(f"{side}{i}" for side in ("lo", "hi") for i in range(len(t.pkey)))]
-            lo = [sql.SQL("r.{}").format(sql.Identifier(f"lo{i}")) for i in range(len(t.pkey))]
-            hi = [sql.SQL("r.{}").format(sql.Identifier(f"hi{i}")) for i in range(len(t.pkey))]
-            wrap = (lambda p: p[0]) if len(t.pkey) == 1 else (lambda p: sql.SQL("({})").format(sql.SQL(", ").join(p)))
-            parts.append(sql.SQL(
-                "SELECT r.b, x.* FROM unnest({rng}) AS r({names}) CROSS JOIN LATERAL "
-                "(SELECT {sel} FROM {tbl} t WHERE {k} >= {lo} AND {k} < {hi}) x").format(
-                rng=rng, names=sql.SQL(", ").join(sql.Identifier(c) for c in names), sel=select, tbl=t.ident,
-                k=_key_expr(t), lo=wrap(lo), hi=wrap(hi)))
-            params["blk"] = inner
+    closed = [i for i, (lo, hi) in enumerate(ranges) if lo is not None and hi is not None]
+    for i, (lo, hi) in enumerate(ranges):
+        if lo is not None and hi is not None:
+            continue
+        conds = []
+        if lo is not None:
+            conds.append(sql.SQL("{} >= {}").format(_key_expr(t), _key_value(t, f"lo_{i}_")))
+            params.update({f"lo_{i}_{j}": v for j, v in enumerate(lo)})
+        if hi is not None:
+            conds.append(sql.SQL("{} < {}").format(_key_expr(t), _key_value(t, f"hi_{i}_")))
+            params.update({f"hi_{i}_{j}": v for j, v in enumerate(hi)})
+        parts.append(sql.SQL("SELECT {i} AS block, x.* FROM (SELECT {sel} FROM {tbl} t WHERE {w}) x").format(
+            i=sql.Literal(i), sel=select, tbl=t.ident, w=sql.SQL(" AND ").join(conds or [sql.SQL("true")])))
+    if closed:
+        n = len(t.pkey)
+        rng = sql.SQL(", ").join([sql.SQL("%(blk)s::int[]"),
+                                  *(sql.SQL("{}::{}[]").format(sql.Placeholder(f"{side}{j}"), sql.SQL(typ))
+                                    for side in ("lo", "hi") for j, typ in enumerate(t.pktype))])
+        names = ["b", *(f"{side}{j}" for side in ("lo", "hi") for j in range(n))]
+
+        def bound(side: str) -> sql.Composable:
+            cols = [sql.SQL("r.{}").format(sql.Identifier(f"{side}{j}")) for j in range(n)]
+            return cols[0] if n == 1 else sql.SQL("({})").format(sql.SQL(", ").join(cols))
+        parts.append(sql.SQL(
+            "SELECT r.b, x.* FROM unnest({rng}) AS r({names}) CROSS JOIN LATERAL "
+            "(SELECT {sel} FROM {tbl} t WHERE {k} >= {lo} AND {k} < {hi}) x").format(
+            rng=rng, names=sql.SQL(", ").join(sql.Identifier(c) for c in names), sel=select, tbl=t.ident,
+            k=_key_expr(t), lo=bound("lo"), hi=bound("hi")))
+        params["blk"] = closed
+        for j in range(n):
+            params[f"lo{j}"] = array_literal(ranges[i][0][j] for i in closed)
+            params[f"hi{j}"] = array_literal(ranges[i][1][j] for i in closed)
     return sql.SQL(" UNION ALL ").join(parts), params
 
 
-def _range_params(r: Ranges, which: list[int]) -> dict:
-    b, n, params = r.bounds, len(r), {}
-    if n > 1:
-        params.update({f"first{i}": v for i, v in enumerate(b[1])})
-        params.update({f"last{i}": v for i, v in enumerate(b[n - 1])})
-    inner = sorted(x for x in which if 0 < x < n - 1)
-    for i in range(len(b[0]) if b else 0):
-        params[f"lo{i}"] = array_literal(b[x][i] for x in inner)
-        params[f"hi{i}"] = array_literal(b[x + 1][i] for x in inner)
-    return params
-
-
-def block_hashes(conn: psycopg.Connection, t: TableInfo, cols: list[str], r: Ranges,
-                 which: list[int]) -> dict[int, tuple[int, int]]:
-    """{block: (rows, sum of row hashes)} for the blocks in WHICH (blocks without rows are left out)."""
+def block_hashes(conn: psycopg.Connection, t: TableInfo, cols: list[str],
+                 ranges: list[Range]) -> dict[int, tuple[int, int]]:
+    """{block: (rows, sum of row hashes)} (blocks without rows are left out)."""
     select = sql.SQL("count(*) AS n, coalesce(sum({h}), 0) AS h").format(h=_row_hash(cols))
-    q, params = _blocks_query(t, select, which, len(r))
-    return {b: (n, int(h)) for b, n, h in conn.execute(q, {**params, **_range_params(r, which)}) if n}
+    q, params = _blocks_query(t, select, ranges)
+    return {b: (n, int(h)) for b, n, h in conn.execute(q, params) if n}
 
 
-def block_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], r: Ranges, which: list[int]) -> dict[Key, int]:
-    """{key: row hash} of the rows in the blocks WHICH."""
+def block_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], ranges: list[Range]) -> dict[Key, int]:
+    """{key: row hash} of the rows in RANGES."""
     select = sql.SQL("ARRAY[{k}] AS k, {h} AS h").format(k=_key_text(t), h=_row_hash(cols))
-    q, params = _blocks_query(t, select, which, len(r))
-    return {tuple(k): h for _b, k, h in conn.execute(q, {**params, **_range_params(r, which)})}
+    q, params = _blocks_query(t, select, ranges)
+    return {tuple(k): h for _b, k, h in conn.execute(q, params)}
+
+
+def split(src: psycopg.Connection, t: TableInfo, ranges: list[Range], sizes: list[int]) -> list[Range]:
+    """Each of RANGES (holding SIZES source rows) cut into about FANOUT blocks at the source's keys."""
+    select = sql.SQL("ARRAY[{k}] AS k, row_number() OVER (ORDER BY {keys}) AS rn").format(k=_key_text(t),
+                                                                                       keys=_cols(t.pkey))
+    inner, params = _blocks_query(t, select, ranges)
+    q = sql.SQL("SELECT block, k FROM ({q}) s, (SELECT %(steps)s::int[] AS step) st "
+                "WHERE (rn - 1) %% st.step[block + 1] = 0 ORDER BY block, rn").format(q=inner)
+    steps = [max(LEAF // 2, -(-n // FANOUT)) for n in sizes]
+    cuts: dict[int, list[Key]] = {}
+    for b, k in src.execute(q, {**params, "steps": steps}):
+        cuts.setdefault(b, []).append(tuple(k))
+    out = []
+    for i, (lo, hi) in enumerate(ranges):
+        inner = cuts.get(i, [])[1:]   # the first key of a block starts it: the block keeps its own lower end
+        edges = [lo, *inner, hi]
+        out += list(zip(edges[:-1], edges[1:], strict=True))
+    return out
 
 
 def key_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], keys: list[Key]) -> dict[Key, int]:
@@ -211,20 +234,37 @@ def diff_rows(src: dict[Key, int], tgt: dict[Key, int]) -> tuple[list[Key], list
 
 def keyed_candidates(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo, block_size: int,
                      diff: TableDiff, progress: Callable[[int, int], None] = lambda blocks, rows: None) -> list:
-    """Inside the callers' snapshot transactions: the keys that differ, by blocks then key by key."""
+    """Inside the callers' snapshot transactions: the keys that differ. Blocks are hashed on both sides; a
+    differing block of more than LEAF rows is cut into smaller ones, hashed again, and so on; the rows of the
+    small differing blocks are compared key by key."""
     cols = columns(src, t)
     bounds, diff.rows = boundaries(src, t, block_size)
-    r = Ranges(bounds)
-    diff.blocks = len(r)
-    every = list(range(len(r)))
-    a, b = _both(lambda: block_hashes(src, t, cols, r, every), lambda: block_hashes(tgt, t, cols, r, every))
-    progress(len(r), diff.rows)
-    differing = sorted(x for x in a.keys() | b.keys() if a.get(x) != b.get(x))
-    diff.blocks_differing = len(differing)
-    if not differing:
-        return []
-    rows_a, rows_b = _both(lambda: block_rows(src, t, cols, r, differing),
-                           lambda: block_rows(tgt, t, cols, r, differing))
+    ranges = ranges_of(bounds)
+    diff.blocks = len(ranges)
+    level, rows_a, rows_b = 0, {}, {}
+    while ranges:
+        a, b = _on_both(block_hashes, src, tgt, t, cols, ranges)
+        if level == 0:
+            progress(len(ranges), diff.rows)
+        differing = [i for i in range(len(ranges)) if a.get(i) != b.get(i)]
+        if level == 0:
+            diff.blocks_differing = len(differing)
+        size = {i: max(a.get(i, (0, 0))[0], b.get(i, (0, 0))[0]) for i in differing}
+        small = [ranges[i] for i in differing if size[i] <= LEAF]
+        big = [i for i in differing if size[i] > LEAF]
+        if small:
+            ra, rb = _on_both(block_rows, src, tgt, t, cols, small)
+            rows_a.update(ra)
+            rows_b.update(rb)
+        cut = split(src, t, [ranges[i] for i in big], [a.get(i, (0, 0))[0] for i in big]) if big else []
+        # a block that cannot be cut (few source rows, many on the target) is read key by key
+        stuck = [ranges[i] for i in big if cut.count(ranges[i])]
+        if stuck:
+            ra, rb = _on_both(block_rows, src, tgt, t, cols, stuck)
+            rows_a.update(ra)
+            rows_b.update(rb)
+        ranges = [r for r in cut if r not in stuck]
+        level += 1
     return diff_keys(rows_a, rows_b)
 
 
@@ -237,7 +277,7 @@ def recheck(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo,
             keys: list[Key]) -> list[tuple[str, Key]]:
     """Inside the callers' snapshot transactions: which of KEYS still differ, and how."""
     cols = columns(src, t)
-    a, b = _both(lambda: key_rows(src, t, cols, keys), lambda: key_rows(tgt, t, cols, keys))
+    a, b = _on_both(key_rows, src, tgt, t, cols, keys)
     return diff_keys(a, b)
 
 

@@ -248,7 +248,8 @@ def last_results(control: psycopg.Connection) -> dict[str, dict]:
 
 def run(control: psycopg.Connection, name: str, tables: list[str] | None = None, repair: bool = False,
         dry_run: bool = False, winner: str | None = None, progress: Progress | None = None) -> tuple[dict, list[str]]:
-    """Compares sync NAME (and repairs it when asked); returns the result and what a repair did."""
+    """Compares sync NAME (and repairs it when asked); returns the result and what a repair did. DRY_RUN changes
+    nothing at all: no repair, and the result is not kept either."""
     started = datetime.now(UTC)
     c = SyncCompare(control, name, tables, progress)
     diffs = c.run()
