@@ -139,11 +139,11 @@ def test_blocks_and_keys(env, keys):
         e.x("slave", "UPDATE items SET v = 'x' WHERE a = 'k3' AND b = 10")
         want = {"extra": ["a,1", "z,1"], "different": ["k3,10"]}
     t = by_table(compare(e, "s", expect=5))["public.items"]
-    assert t["blocks"] == 50 and t["rows"] == 5000
+    assert t["blocks"] > 10 and t["rows"] == 5000
     got = {kind: [",".join(k.values()) for k in t[kind]] for kind in ("missing", "extra", "different") if t[kind]}
     assert got == want
     # one block of the whole table: the differing block is cut again and again (open-ended pieces at both ends)
-    e.cli("set", "compare_block_size=5000")
+    e.cli("set", "compare_block_size=10000000")
     t = by_table(compare(e, "s", expect=5))["public.items"]
     assert t["blocks"] == 1
     assert {kind: [",".join(k.values()) for k in t[kind]] for kind in want} == want

@@ -1,9 +1,10 @@
 """Compare one table on a source and a target: equal, or which keys differ (missing on the target, extra on it,
 different), without pulling the table into the runner.
 
-Tables with a key: the source's keys cut the table into blocks of `compare_block_size` rows (one index-only
-pass); each side hashes every block, both sides at once (one query each, every block an index range scan); only
-the blocks whose row count or hash sum differ are read again, as (key, row hash) pairs, and compared key by key.
+Tables with a key: a sample of the source's keys cuts the table into blocks of about `compare_block_size`
+rows; each side hashes every block, both sides at once (one query each, every block an index range scan); a
+block whose row count or hash sum differs is cut again at the source's keys and hashed again, until blocks of
+at most LEAF rows are read as (key, row hash) pairs and compared key by key.
 Tables without a key (fullcopy): rows are multisets; blocks are ranges of the rows' hash, and a differing block
 is read as (row, count) groups.
 
@@ -116,13 +117,12 @@ def _key_text(t: TableInfo, alias: str = "t") -> sql.Composed:
 
 # --- tables with a key ---------------------------------------------------------------------------------------
 
-def boundaries(src: psycopg.Connection, t: TableInfo, block_size: int) -> tuple[list[Key], int]:
-    """Every BLOCK_SIZE-th key of the source in key order (the first key included), and the row count."""
-    q = sql.SQL("SELECT {ktext}, n FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS rn, "
-                "count(*) OVER () AS n FROM {tbl} t) t WHERE (rn - 1) %% %(bs)s = 0 ORDER BY {keys}").format(
+def boundaries(src: psycopg.Connection, t: TableInfo, block_size: int) -> list[Key]:
+    """Keys of the source cutting it into blocks of about BLOCK_SIZE rows, in key order: a random sample of one
+    row in BLOCK_SIZE (one cheap scan, no sort of the whole table; blocks vary in size, which costs nothing)."""
+    q = sql.SQL("SELECT {ktext} FROM {tbl} t TABLESAMPLE BERNOULLI (%(pct)s) ORDER BY {keys}").format(
         ktext=_key_text(t), keys=_cols(t.pkey), tbl=t.ident)
-    rows = src.execute(q, {"bs": block_size}).fetchall()
-    return [tuple(r[:-1]) for r in rows], (rows[0][-1] if rows else 0)
+    return [tuple(r) for r in src.execute(q, {"pct": 100.0 / block_size})]
 
 
 # A block: the keys in [lo, hi); lo None: every key below hi, hi None: every key from lo on (so that a target's
@@ -135,9 +135,9 @@ FANOUT = 16    # a bigger differing block is cut into about this many blocks, wh
 
 def ranges_of(bounds: list[Key]) -> list[Range]:
     """Blocks from the source's boundaries (compare.boundaries): each starts at one and ends at the next."""
-    if len(bounds) < 2:
+    if not bounds:
         return [(None, None)]
-    return [(None, bounds[1]), *zip(bounds[1:-1], bounds[2:], strict=True), (bounds[-1], None)]
+    return [(None, bounds[0]), *zip(bounds[:-1], bounds[1:], strict=True), (bounds[-1], None)]
 
 
 def _blocks_query(t: TableInfo, select: sql.Composable, ranges: list[Range]) -> tuple[sql.Composed, dict]:
@@ -168,7 +168,7 @@ def _blocks_query(t: TableInfo, select: sql.Composable, ranges: list[Range]) -> 
             cols = [sql.SQL("r.{}").format(sql.Identifier(f"{side}{j}")) for j in range(n)]
             return cols[0] if n == 1 else sql.SQL("({})").format(sql.SQL(", ").join(cols))
         parts.append(sql.SQL(
-            "SELECT r.b, x.* FROM unnest({rng}) AS r({names}) CROSS JOIN LATERAL "
+            "SELECT r.b AS block, x.* FROM unnest({rng}) AS r({names}) CROSS JOIN LATERAL "
             "(SELECT {sel} FROM {tbl} t WHERE {k} >= {lo} AND {k} < {hi}) x").format(
             rng=rng, names=sql.SQL(", ").join(sql.Identifier(c) for c in names), sel=select, tbl=t.ident,
             k=_key_expr(t), lo=bound("lo"), hi=bound("hi")))
@@ -196,8 +196,8 @@ def block_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], ranges: 
 
 def split(src: psycopg.Connection, t: TableInfo, ranges: list[Range], sizes: list[int]) -> list[Range]:
     """Each of RANGES (holding SIZES source rows) cut into about FANOUT blocks at the source's keys."""
-    select = sql.SQL("ARRAY[{k}] AS k, row_number() OVER (ORDER BY {keys}) AS rn").format(k=_key_text(t),
-                                                                                       keys=_cols(t.pkey))
+    select = sql.SQL("ARRAY[{k}] AS k, row_number() OVER (ORDER BY {keys}) AS rn").format(
+        k=_key_text(t), keys=_cols(t.pkey))
     inner, params = _blocks_query(t, select, ranges)
     q = sql.SQL("SELECT block, k FROM ({q}) s, (SELECT %(steps)s::int[] AS step) st "
                 "WHERE (rn - 1) %% st.step[block + 1] = 0 ORDER BY block, rn").format(q=inner)
@@ -238,13 +238,13 @@ def keyed_candidates(src: psycopg.Connection, tgt: psycopg.Connection, t: TableI
     differing block of more than LEAF rows is cut into smaller ones, hashed again, and so on; the rows of the
     small differing blocks are compared key by key."""
     cols = columns(src, t)
-    bounds, diff.rows = boundaries(src, t, block_size)
-    ranges = ranges_of(bounds)
+    ranges = ranges_of(boundaries(src, t, block_size))
     diff.blocks = len(ranges)
     level, rows_a, rows_b = 0, {}, {}
     while ranges:
         a, b = _on_both(block_hashes, src, tgt, t, cols, ranges)
         if level == 0:
+            diff.rows = sum(n for n, _h in a.values())
             progress(len(ranges), diff.rows)
         differing = [i for i in range(len(ranges)) if a.get(i) != b.get(i)]
         if level == 0:
@@ -326,8 +326,8 @@ def applied_past(pos: Position, t: TableInfo, snapshot: str) -> bool:
     q = sql.SQL("SELECT EXISTS (SELECT FROM {delta} d WHERE d.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
                 "AND pg_visible_in_snapshot(d.txid, %(snap)s::pg_snapshot) AND {u}) OR EXISTS (SELECT FROM "
                 "pgrepl.truncate_log l WHERE l.capture_id = %(id)s AND pg_visible_in_snapshot(l.txid, "
-                "%(snap)s::pg_snapshot) AND {ul})").format(delta=cap.delta, u=_UNAPPLIED.format(a=sql.Identifier("d")),
-                                                          ul=_UNAPPLIED.format(a=sql.Identifier("l")))
+                "%(snap)s::pg_snapshot) AND {ul})").format(
+        delta=cap.delta, u=_UNAPPLIED.format(a=sql.Identifier("d")), ul=_UNAPPLIED.format(a=sql.Identifier("l")))
     return not pos.conn.execute(q, params).fetchone()[0]
 
 

@@ -131,7 +131,8 @@ class SyncCompare:
             if found:   # once the sync has applied past the snapshots, look at what is left again
                 self._wait_past(positions, t, snaps)
                 positions = self._positions(src, tgt, target)
-                found = self._snapshots(src, tgt, lambda: compare.recheck(src, tgt, t, [k for _, k in found]))[0]
+                keys = [found_key for _kind, found_key in found]
+                found = self._snapshots(src, tgt, lambda: compare.recheck(src, tgt, t, keys))[0]
                 found = self._settle(positions, t, found, diff)
         for kind, k in found:
             getattr(diff, kind).append(_key_dict(t, k))
@@ -139,7 +140,7 @@ class SyncCompare:
 
     def _settle(self, positions: list[Position], t: TableInfo, found: list, diff: TableDiff) -> list:
         """FOUND without the keys in flight (counted in diff.in_flight)."""
-        keys = [k for _, k in found]
+        keys = [found_key for _kind, found_key in found]
         flying: set[Key] = set()
         for pos in positions:
             some = compare.in_flight(pos, t, keys)
@@ -243,7 +244,7 @@ def save(control: psycopg.Connection, result: dict) -> None:
 
 def last_results(control: psycopg.Connection) -> dict[str, dict]:
     """{sync: its last compare's result}."""
-    return {name: result for name, result in control.execute("SELECT sync, result FROM pgrepl.compare_result")}
+    return dict(control.execute("SELECT sync, result FROM pgrepl.compare_result").fetchall())
 
 
 def run(control: psycopg.Connection, name: str, tables: list[str] | None = None, repair: bool = False,
