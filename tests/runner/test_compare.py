@@ -147,3 +147,22 @@ def test_blocks_and_keys(env, keys):
     t = by_table(compare(e, "s", expect=5))["public.items"]
     assert t["blocks"] == 1
     assert {kind: [",".join(k.values()) for k in t[kind]] for kind in want} == want
+
+
+def test_swap_repair_needs_a_winner_unless_the_rule_names_a_side(env):
+    """A swap's two sides: a difference written behind the capture's back (replica role: no trigger fires) on
+    master; the table's rule is latest, so a repair needs --winner; master2's row wins when named."""
+    e = env
+    for host in ("master2", "master"):
+        e.x(host, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+    e.add_databases("master2", "master")
+    e.cli("add", "all", "tables", "db=test1_master2", "standard_conflict=latest", "herd=gamma")
+    e.cli("add", "sync", "sw", "source=gamma", "targetdb=test1_master", "type=swap")
+    e.cli("compare", "sw", expect=0)
+    e.x("master", "SET session_replication_role = replica; UPDATE t SET v = 'hidden' WHERE id = 2")
+    code, text = e.cli("compare", "sw", "--repair", expect=1)
+    assert "give --winner test1_master2 or --winner test1_master" in text, text
+    code, text = e.cli("compare", "sw", "--repair", "--winner", "test1_master2", expect=5)
+    assert "copied 1 row(s) of public.t from test1_master2 to test1_master" in text, text
+    assert e.q("master", "SELECT v FROM t WHERE id = 2") == [("two",)]
+    e.cli("compare", "sw", expect=0)
