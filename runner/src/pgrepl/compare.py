@@ -107,8 +107,30 @@ def _key_value(t: TableInfo, prefix: str) -> sql.Composable:
     return parts[0] if len(parts) == 1 else sql.SQL("({})").format(sql.SQL(", ").join(parts))
 
 
-def _row_hash(cols: list[str], alias: str = "t") -> sql.Composed:
-    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(_cols(cols, alias))
+@dataclass(frozen=True)
+class RowHash:
+    """How rows are hashed: `hash_record_extended`, each column by its type's own hash function (values equal for
+    their type hash alike: numeric 1.0 and 1.00 do), or, when a column's type has none (json, point...), the
+    row's text. Both sides of a compare use the same."""
+    cols: tuple[str, ...]
+    typed: bool = True
+
+    def expr(self, alias: str = "t") -> sql.Composed:
+        row = sql.SQL("ROW({})").format(_cols(self.cols, alias))
+        return sql.SQL("hash_record_extended({}, 0)" if self.typed else "hashtextextended({}::text, 0)").format(row)
+
+
+def row_hash(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo) -> RowHash:
+    """The RowHash both sides can compute for T (tried on one row of each, in a savepoint of the caller's
+    transaction)."""
+    typed = RowHash(tuple(columns(src, t)))
+    for conn in (src, tgt):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT {} FROM {} t LIMIT 1").format(typed.expr(), t.ident)).fetchall()
+        except psycopg.errors.UndefinedFunction:
+            return RowHash(typed.cols, typed=False)
+    return typed
 
 
 def _key_text(t: TableInfo, alias: str = "t") -> sql.Composed:
@@ -179,17 +201,17 @@ def _blocks_query(t: TableInfo, select: sql.Composable, ranges: list[Range]) -> 
     return sql.SQL(" UNION ALL ").join(parts), params
 
 
-def block_hashes(conn: psycopg.Connection, t: TableInfo, cols: list[str],
+def block_hashes(conn: psycopg.Connection, t: TableInfo, cols: RowHash,
                  ranges: list[Range]) -> dict[int, tuple[int, int]]:
     """{block: (rows, sum of row hashes)} (blocks without rows are left out)."""
-    select = sql.SQL("count(*) AS n, coalesce(sum({h}), 0) AS h").format(h=_row_hash(cols))
+    select = sql.SQL("count(*) AS n, coalesce(sum({h}), 0) AS h").format(h=cols.expr())
     q, params = _blocks_query(t, select, ranges)
     return {b: (n, int(h)) for b, n, h in conn.execute(q, params) if n}
 
 
-def block_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], ranges: list[Range]) -> dict[Key, int]:
+def block_rows(conn: psycopg.Connection, t: TableInfo, cols: RowHash, ranges: list[Range]) -> dict[Key, int]:
     """{key: row hash} of the rows in RANGES."""
-    select = sql.SQL("ARRAY[{k}] AS k, {h} AS h").format(k=_key_text(t), h=_row_hash(cols))
+    select = sql.SQL("ARRAY[{k}] AS k, {h} AS h").format(k=_key_text(t), h=cols.expr())
     q, params = _blocks_query(t, select, ranges)
     return {tuple(k): h for _b, k, h in conn.execute(q, params)}
 
@@ -213,12 +235,12 @@ def split(src: psycopg.Connection, t: TableInfo, ranges: list[Range], sizes: lis
     return out
 
 
-def key_rows(conn: psycopg.Connection, t: TableInfo, cols: list[str], keys: list[Key]) -> dict[Key, int]:
+def key_rows(conn: psycopg.Connection, t: TableInfo, cols: RowHash, keys: list[Key]) -> dict[Key, int]:
     """{key: row hash} of the rows of KEYS that exist."""
     if not keys:
         return {}
     q = sql.SQL("SELECT ARRAY[{k}], {h} FROM {keys} JOIN {tbl} t ON {join}").format(
-        k=_key_text(t), h=_row_hash(cols), keys=keys_relation(t, False), tbl=t.ident, join=key_join("t", t.pkey))
+        k=_key_text(t), h=cols.expr(), keys=keys_relation(t, False), tbl=t.ident, join=key_join("t", t.pkey))
     return {tuple(k): h for k, h in conn.execute(q, key_params(t, keys))}
 
 
@@ -237,7 +259,7 @@ def keyed_candidates(src: psycopg.Connection, tgt: psycopg.Connection, t: TableI
     """Inside the callers' snapshot transactions: the keys that differ. Blocks are hashed on both sides; a
     differing block of more than LEAF rows is cut into smaller ones, hashed again, and so on; the rows of the
     small differing blocks are compared key by key."""
-    cols = columns(src, t)
+    cols = row_hash(src, tgt, t)
     ranges = ranges_of(boundaries(src, t, block_size))
     diff.blocks = len(ranges)
     level, rows_a, rows_b = 0, {}, {}
@@ -276,7 +298,7 @@ def diff_keys(rows_a: dict[Key, int], rows_b: dict[Key, int]) -> list[tuple[str,
 def recheck(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo,
             keys: list[Key]) -> list[tuple[str, Key]]:
     """Inside the callers' snapshot transactions: which of KEYS still differ, and how."""
-    cols = columns(src, t)
+    cols = row_hash(src, tgt, t)
     a, b = _on_both(key_rows, src, tgt, t, cols, keys)
     return diff_keys(a, b)
 
@@ -333,8 +355,8 @@ def applied_past(pos: Position, t: TableInfo, snapshot: str) -> bool:
 
 # --- tables without a key: multisets of rows -----------------------------------------------------------------
 
-def _bucket(cols: list[str], n: int) -> sql.Composed:
-    return sql.SQL("abs(mod({h}, {n}))").format(h=_row_hash(cols), n=sql.Literal(n))
+def _bucket(cols: RowHash, n: int) -> sql.Composed:
+    return sql.SQL("abs(mod({h}, {n}))").format(h=cols.expr(), n=sql.Literal(n))
 
 
 def multiset_diff(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo, block_size: int,
@@ -342,12 +364,12 @@ def multiset_diff(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo
     """Inside the callers' snapshot transactions: rows as (row, count) groups; blocks are ranges of the row's
     hash, so that equal rows always fall into the same block on both sides."""
     diff.keyed = False
-    cols = columns(src, t)
+    cols = row_hash(src, tgt, t)
     diff.rows = src.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()[0]
     n = max(1, -(-diff.rows // block_size))
     diff.blocks = n
     per_block = sql.SQL("SELECT {b}, count(*), sum({h}) FROM {tbl} t GROUP BY 1").format(
-        b=_bucket(cols, n), h=_row_hash(cols), tbl=t.ident)
+        b=_bucket(cols, n), h=cols.expr(), tbl=t.ident)
     a, b = _both(lambda: {r[0]: r[1:] for r in src.execute(per_block)},
                  lambda: {r[0]: r[1:] for r in tgt.execute(per_block)})
     progress(n, diff.rows)
@@ -356,7 +378,7 @@ def multiset_diff(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo
     if not differing:
         return
     groups = sql.SQL("SELECT ROW({c})::text, count(*) FROM {tbl} t WHERE {b} = ANY(%s) GROUP BY 1").format(
-        c=_cols(cols), tbl=t.ident, b=_bucket(cols, n))
+        c=_cols(cols.cols), tbl=t.ident, b=_bucket(cols, n))
     ga, gb = _both(lambda: dict(src.execute(groups, (differing,)).fetchall()),
                    lambda: dict(tgt.execute(groups, (differing,)).fetchall()))
     for row in sorted(ga.keys() | gb.keys()):

@@ -210,7 +210,7 @@ class SyncCompare:
         with wconn.transaction():
             apply.repeatable_read(wconn)
             cols = apply.columns(wconn, t)
-            present = compare.key_rows(wconn, t, cols, keys)
+            present = compare.key_rows(wconn, t, compare.RowHash(tuple(cols)), keys)
             batch = Batch.of(cap or Capture(0, t, ""), keys, [k in present for k in keys])
             with lconn.transaction():
                 apply.begin_replica(lconn)
