@@ -254,6 +254,21 @@ def diff_rows(src: dict[Key, int], tgt: dict[Key, int]) -> tuple[list[Key], list
             sorted(k for k in src.keys() & tgt.keys() if src[k] != tgt[k]))
 
 
+CHUNK = 100   # blocks hashed per query: progress shows as a big table goes
+
+
+def _hash_blocks(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo, cols: RowHash, ranges: list[Range],
+                 progress: Callable[[int, int], None]) -> tuple[dict, dict]:
+    """block_hashes of RANGES on both sides, CHUNK blocks at a time."""
+    a, b = {}, {}
+    for start in range(0, len(ranges), CHUNK):
+        part_a, part_b = _on_both(block_hashes, src, tgt, t, cols, ranges[start:start + CHUNK])
+        a.update({start + i: v for i, v in part_a.items()})
+        b.update({start + i: v for i, v in part_b.items()})
+        progress(len(ranges[start:start + CHUNK]), sum(n for n, _h in part_a.values()))
+    return a, b
+
+
 def keyed_candidates(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo, block_size: int,
                      diff: TableDiff, progress: Callable[[int, int], None] = lambda blocks, rows: None) -> list:
     """Inside the callers' snapshot transactions: the keys that differ. Blocks are hashed on both sides; a
@@ -264,10 +279,9 @@ def keyed_candidates(src: psycopg.Connection, tgt: psycopg.Connection, t: TableI
     diff.blocks = len(ranges)
     level, rows_a, rows_b = 0, {}, {}
     while ranges:
-        a, b = _on_both(block_hashes, src, tgt, t, cols, ranges)
+        a, b = _hash_blocks(src, tgt, t, cols, ranges, progress if level == 0 else lambda blocks, rows: None)
         if level == 0:
             diff.rows = sum(n for n, _h in a.values())
-            progress(len(ranges), diff.rows)
         differing = [i for i in range(len(ranges)) if a.get(i) != b.get(i)]
         if level == 0:
             diff.blocks_differing = len(differing)
