@@ -4,7 +4,9 @@ is equal under the same load, --repair, the exit codes, and the result kept for 
 
 import json
 import os
+import pty
 import subprocess
+import sys
 from contextlib import contextmanager
 
 import pytest
@@ -114,6 +116,14 @@ def test_exit_codes_and_usage(env):
     assert "1 extra on target, 1 different" in text and "id=1" in text and "id=2" in text, text
     assert "not repaired" in text, text
     assert compare(e, "--all", expect=5)["differences"] == 2
+    # on a terminal, a progress line (tables, blocks, rows/s) on stderr
+    ours, theirs = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "pgrepl", "--control", e.control, "compare", "s"], stderr=theirs,
+                          stdout=subprocess.PIPE, text=True, timeout=60)
+    os.close(theirs)
+    drawn = os.read(ours, 65536).decode()
+    os.close(ours)
+    assert proc.returncode == 5 and "tables 1/1" in drawn and "rows/s" in drawn, drawn
 
 
 @pytest.mark.parametrize("keys", ["single", "composite"])

@@ -243,8 +243,9 @@ def save(control: psycopg.Connection, result: dict) -> None:
 
 
 def last_results(control: psycopg.Connection) -> dict[str, dict]:
-    """{sync: its last compare's result}."""
-    return dict(control.execute("SELECT sync, result FROM pgrepl.compare_result").fetchall())
+    """{sync: its last compare's result}, for the syncs that still exist."""
+    return dict(control.execute("SELECT r.sync, r.result FROM pgrepl.compare_result r JOIN pgrepl.sync s "
+                                "ON s.name = r.sync").fetchall())
 
 
 def run(control: psycopg.Connection, name: str, tables: list[str] | None = None, repair: bool = False,

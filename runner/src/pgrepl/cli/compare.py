@@ -14,8 +14,8 @@ SHOWN = 10           # keys listed per kind and table in the text output (--json
 def _draw(p: compare_sync.Progress) -> None:
     """One line on the terminal, redrawn in place: tables, blocks, rows/s, ETA."""
     eta = f", ETA {_duration(p.eta)}" if p.eta is not None else ""
-    sys.stderr.write(f"\r\033[Ktables {p.tables_done}/{p.tables}  blocks {p.blocks}  rows {p.rows} "
-                     f"({p.rate:,.0f}/s{eta})")
+    sys.stderr.write(f"\r\033[Ktables {p.tables_done}/{p.tables}  blocks {p.blocks}  rows {p.rows:,}  "
+                     f"{p.rate:,.0f} rows/s{eta}")
     sys.stderr.flush()
 
 
