@@ -344,7 +344,9 @@ def in_flight(pos: Position, t: TableInfo, keys: list[Key]) -> set[Key] | None:
         return None
     if not keys:
         return set()
-    q = sql.SQL("SELECT DISTINCT {k} FROM {delta} d JOIN {keys} ON {join} WHERE {unapplied}").format(
+    # below the xmin of `done` every transaction is applied or aborted: the (txid, key) index bounds the scan
+    q = sql.SQL("SELECT DISTINCT {k} FROM {delta} d JOIN {keys} ON {join} "
+                "WHERE d.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND {unapplied}").format(
         k=sql.SQL(", ").join(sql.SQL("d.{}::text").format(sql.Identifier(c)) for c in cap.keycols),
         delta=cap.delta, keys=keys_relation(t, False), join=key_join("d", cap.keycols),
         unapplied=_UNAPPLIED.format(a=sql.Identifier("d")))
