@@ -11,7 +11,7 @@ from .. import passfile
 from ..db import connect
 from ..errors import PgreplError, Refused
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
 CONFLICT_RULES = ("source", "target", "latest", "skip", "abort")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -129,6 +129,30 @@ ALTER TABLE pgrepl.db DROP COLUMN password;
 ALTER TABLE pgrepl.db ADD COLUMN sslmode text
     CHECK (sslmode IN ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'));
 ALTER TABLE pgrepl.db ADD COLUMN sslrootcert text;
+"""
+# `pgrepl compare`: the last result of each sync (pg_repl_info returns it) and the journal of repaired keys.
+MIGRATIONS[4] = """
+CREATE TABLE pgrepl.compare_result (
+    sync        text PRIMARY KEY,
+    started     timestamptz NOT NULL,
+    finished    timestamptz NOT NULL,
+    equal       boolean NOT NULL,
+    rows        bigint NOT NULL,
+    differences bigint NOT NULL,
+    repaired    boolean NOT NULL,
+    result      jsonb NOT NULL               -- tables, counts and differing keys, as `compare --json` prints them
+);
+CREATE TABLE pgrepl.compare_repair (
+    id          bigserial PRIMARY KEY,
+    sync        text NOT NULL,
+    tablename   text NOT NULL,
+    winner_db   text NOT NULL,
+    loser_db    text NOT NULL,              -- the database whose row was replaced by the winner's
+    key         jsonb NOT NULL,             -- the key (a table without a key: {"row": ..., "count": n})
+    kind        text NOT NULL CHECK (kind IN ('missing', 'extra', 'different')),
+    repaired    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX compare_repair_sync ON pgrepl.compare_repair (sync, repaired);
 """
 
 

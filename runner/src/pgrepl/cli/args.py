@@ -11,9 +11,9 @@ from ..errors import PgreplError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_KICK_FAILED, EXIT_KICK_TIMEOUT = 0, 1, 2, 3, 4
 
-VALUE_OPTIONS = {"-t", "-T", "--herd", "--wait", "--keep", "--control", "--db"}
+VALUE_OPTIONS = {"-t", "-T", "--herd", "--wait", "--keep", "--control", "--db", "--winner"}
 FLAG_OPTIONS = {"--verbose", "-v", "--json", "--quiet", "-q", "--help", "-h", "--check", "--version",
-                "--onetimecopy"}
+                "--onetimecopy", "--repair", "--dry-run", "--all"}
 
 
 class Usage(PgreplError):

@@ -57,6 +57,16 @@ HELP = {
                 "that an onetimecopy (or a compare) is needed;\n  --onetimecopy marks those syncs for onetimecopy=1 "
                 "(their next run copies the tables whole).\n  Exit 0: nothing to fix or fixed; 1: something could "
                 "not be fixed.",
+    "compare": "pgrepl compare SYNC [TABLE...] | --all [--json] [--repair [--dry-run] [--winner DB]]\n"
+               "  Compares every table of the sync on each target with its source, by blocks of rows hashed on both\n"
+               "  sides (setting compare_block_size), and lists the keys missing on the target, extra on it and\n"
+               "  different. Keys whose changes are captured but not applied yet are not differences: the keys that\n"
+               "  differ are looked at again once the sync has applied past the compare's snapshot (compare_wait).\n"
+               "  Tables without a key (fullcopy) are compared as multisets of rows.\n"
+               "  --repair makes the target's rows the source's through the apply path (swap: the table's\n"
+               "  standard_conflict when it is source or target, else --winner DB) and journals each key;\n"
+               "  --dry-run says what it would do. Exit 0: equal; 5: differences found (repaired or not, the\n"
+               "  output says which); 1: error.",
     "purge": "pgrepl purge delta INTERVAL     captured keys applied by every target and older than INTERVAL\n"
              "pgrepl purge runs INTERVAL      finished runs older than INTERVAL move to daily freezer tables\n"
              "pgrepl purge archive --keep N   freezer tables older than N days are dropped\n"
@@ -80,6 +90,7 @@ Commands:
   kick SYNC [--wait S]       run a sync now
   status [SYNC]              what every sync did last
   validate SYNC|all          repair lost capture (dropped/disabled triggers, re-created tables)
+  compare SYNC|--all         is each target equal to its source; --repair
   purge delta|runs|archive|conflicts
   help COMMAND               details of a command
 

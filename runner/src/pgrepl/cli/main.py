@@ -10,6 +10,7 @@ from .. import __version__, catalog, worker
 from ..db import control_conninfo
 from ..errors import PgreplError
 from .args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Args, Usage, known_attributes, out, parse
+from .compare import cmd_compare
 from .define import cmd_activate, cmd_add, cmd_install, cmd_remove, cmd_set, cmd_show, cmd_update
 from .help import cmd_help
 from .operate import cmd_check, cmd_kick, cmd_purge, cmd_start, cmd_stop, cmd_validate
@@ -36,8 +37,8 @@ def dispatch(a: Args) -> int:
         return worker.run_worker(conninfo, a.words[1])
     commands = {"show": cmd_show, "set": cmd_set, "add": cmd_add, "list": cmd_list, "remove": cmd_remove,
                 "update": cmd_update, "kick": cmd_kick, "status": cmd_status, "purge": cmd_purge,
-                "stop": cmd_stop, "validate": cmd_validate}
-    if verb in ("list", "kick", "status", "purge", "stop", "validate", "show", "activate", "deactivate", "start",
+                "stop": cmd_stop, "validate": cmd_validate, "compare": cmd_compare}
+    if verb in ("list", "kick", "status", "purge", "stop", "validate", "compare", "show", "activate", "deactivate", "start",
                 "restart"):   # take no NAME=VALUE; add, update, remove and set check theirs
         known_attributes(a, verb, ())
     with catalog.open_control(conninfo) as conn:
