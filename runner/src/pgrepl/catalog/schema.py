@@ -11,9 +11,9 @@ from .. import passfile
 from ..db import connect
 from ..errors import PgreplError, Refused
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5   # 4 is another branch's: install skips a number it does not know (merges add it)
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
-CONFLICT_RULES = ("source", "target", "latest", "skip", "abort")
+CONFLICT_RULES = ("source", "target", "latest", "skip", "abort", "merge")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Each entry upgrades the schema from the previous version: append, never edit a released one.
@@ -130,6 +130,15 @@ ALTER TABLE pgrepl.db ADD COLUMN sslmode text
     CHECK (sslmode IN ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'));
 ALTER TABLE pgrepl.db ADD COLUMN sslrootcert text;
 """
+# Swap syncs that keep every write: a table's additive columns (their net changes are added on the other side),
+# the merge rule (disjoint column changes both kept), and the net changes a `delta` resolution applied.
+MIGRATIONS[5] = """
+ALTER TABLE pgrepl.relation ADD COLUMN delta_columns text[] NOT NULL DEFAULT '{}';
+ALTER TABLE pgrepl.relation DROP CONSTRAINT IF EXISTS relation_standard_conflict_check;
+ALTER TABLE pgrepl.relation ADD CONSTRAINT relation_standard_conflict_check
+    CHECK (standard_conflict IN ('source', 'target', 'latest', 'skip', 'abort', 'merge'));
+ALTER TABLE pgrepl.conflict ADD COLUMN source_delta jsonb, ADD COLUMN target_delta jsonb;
+"""
 
 
 # --- install and connection ----------------------------------------------------------------------------------
@@ -173,12 +182,16 @@ def install(conninfo: str, notes: list[str] | None = None) -> tuple[bool, int]:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgrepl.install'))")
             current = schema_version(conn) or 0
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            # every migration not applied yet, in order: numbers are set aside per branch, so a schema may hold
+            # 5 and not 4 until the branches are merged
+            applied = {r[0] for r in conn.execute("SELECT version FROM pgrepl.schema_version")} if current else set()
+            todo = [v for v in sorted(MIGRATIONS) if v not in applied]
+            for version in todo:
                 if current and version in BEFORE_MIGRATION:
                     BEFORE_MIGRATION[version](conn, notes)
                 conn.execute(MIGRATIONS[version])
                 conn.execute("INSERT INTO pgrepl.schema_version (version) VALUES (%s)", (version,))
-        return current < SCHEMA_VERSION, SCHEMA_VERSION
+        return bool(todo), SCHEMA_VERSION
 
 
 def open_control(conninfo: str) -> psycopg.Connection:

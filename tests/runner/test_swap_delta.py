@@ -1,0 +1,112 @@
+"""swap with delta (additive) columns and column-level merge: both sides' writes kept (docs/swap.md)."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+
+SRC, TGT = "master2", "master"
+T = ("CREATE TABLE t (id int PRIMARY KEY, n bigint, i int, d numeric, iv interval, f float8, m money, note text);"
+     "INSERT INTO t VALUES (1, 100, 10, 1.5, '1 hour', 0.5, 10, 'a'), (2, 0, 0, 0, '0', 0, 0, 'b'), "
+     "(3, NULL, 0, 0, '0', 0, 0, 'c')")
+DELTA = "delta_columns=n,i,d,iv,f,m"
+
+
+def swap_sync(e, rule: str = "latest", table: str = T, delta: str = DELTA, *extra: str) -> None:
+    for host in (SRC, TGT):
+        e.x(host, table)
+    e.add_databases(SRC, TGT)
+    e.cli("add", "all", "tables", f"db=test1_{SRC}", f"standard_conflict={rule}", "herd=gamma",
+          *([delta] if delta else []))
+    e.cli("add", "sync", "sw", "source=gamma", f"targetdb=test1_{TGT}", "type=swap", *extra)
+
+
+def row(e, host: str, key: int = 1):
+    return e.q(host, "SELECT n, i, d, iv::text, f, m::text, note FROM t WHERE id = %s", (key,))[0]
+
+
+def journal(e) -> list:
+    _, text = e.cli("list", "conflicts", "sw", "--json")
+    return json.loads(text)
+
+
+def increments(e, host: str, count: int, sql: str) -> None:
+    with psycopg.connect(e.c[host].dsn("test1"), autocommit=True) as conn:
+        for _ in range(count):
+            conn.execute(sql)
+
+
+def test_hot_row_increments_from_both_sides_all_kept(env):
+    swap_sync(env)
+    env.start()
+    bump = ("UPDATE t SET n = n + 1, i = i + 2, d = d + 0.25, iv = iv + interval '1 second', f = f + 0.5, "
+            "m = m + '0.01'::money WHERE id = 1")
+    with ThreadPoolExecutor(2) as pool:   # the daemon runs meanwhile: every run finds the row changed on both sides
+        list(pool.map(lambda h: increments(env, h, 1000, bump), (SRC, TGT)))
+    expected = (2100, 4010, 501.5, "01:33:20", 1000.5, "$30.00", "a")
+    env.wait_for(lambda: row(env, SRC) == expected and row(env, TGT) == expected, 60, f"both sides at {expected}")
+    assert any(c["rule"] == "delta" for c in journal(env)), "increments on both sides between two runs: conflicts"
+
+
+def test_one_run_both_sides_net_changes_journaled(env):
+    swap_sync(env)
+    env.x(SRC, "UPDATE t SET n = n + 5, note = 'src' WHERE id = 1")
+    env.x(TGT, "UPDATE t SET n = n - 2, d = d + 1 WHERE id = 1")
+    env.x(TGT, "UPDATE t SET note = 'tgt' WHERE id = 1")       # latest: the target's note wins
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    assert row(env, SRC) == row(env, TGT) == (103, 10, 2.5, "01:00:00", 0.5, "$10.00", "tgt")
+    [c] = journal(env)
+    assert (c["rule"], c["winner"]) == ("delta", "target")
+    assert c["source_delta"]["n"] == 5 and c["target_delta"]["n"] == -2 and c["target_delta"]["d"] == 1
+
+
+def test_nulls_and_a_non_additive_update(env):
+    """A NULL before or after makes the net change unknown: the column takes the winner's value. SET n = 0 is
+    the net change -n: the other side's concurrent increment is kept on top of the reset."""
+    swap_sync(env, "source")
+    env.x(SRC, "UPDATE t SET n = 0 WHERE id = 1")            # 100 -> 0: net -100
+    env.x(TGT, "UPDATE t SET n = n + 7 WHERE id = 1")        # 100 -> 107: net +7
+    env.x(SRC, "UPDATE t SET n = 4 WHERE id = 3")            # NULL -> 4: unknown
+    env.x(TGT, "UPDATE t SET i = i + 1 WHERE id = 3")        # n stays NULL on the target: unknown
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    for host in (SRC, TGT):
+        assert row(env, host)[0] == 7                          # 0 + 7 on one side, 107 - 100 on the other
+        assert row(env, host, 3)[:2] == (4, 1)                 # n: the winner's (source) value; i: both kept
+    entries = {c["key"]["id"]: c for c in journal(env)}
+    assert entries[1]["source_delta"]["n"] == -100 and entries[1]["target_delta"]["n"] == 7
+    assert entries[3]["source_delta"]["n"] is None
+
+
+def test_inserts_and_deletes_keep_the_rule(env):
+    swap_sync(env, "source")
+    env.x(SRC, "DELETE FROM t WHERE id = 2")
+    env.x(TGT, "UPDATE t SET n = n + 1 WHERE id = 2")
+    env.x(SRC, "INSERT INTO t VALUES (9, 1, 1, 1, '1 s', 1, 1, 'src')")
+    env.x(TGT, "INSERT INTO t VALUES (9, 2, 2, 2, '2 s', 2, 2, 'tgt')")
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    for host in (SRC, TGT):
+        assert env.q(host, "SELECT id, n, note FROM t WHERE id IN (2, 9) ORDER BY id") == [(9, 1, "src")]
+    assert {c["rule"] for c in journal(env)} == {"source"}
+
+
+def test_merge_disjoint_columns_both_kept_same_column_latest(env):
+    table = "CREATE TABLE t (id int PRIMARY KEY, a text, b text, c text); INSERT INTO t VALUES (1, 'a', 'b', 'c')"
+    swap_sync(env, "merge", table, None)
+    env.x(SRC, "UPDATE t SET a = 'a-src', c = 'c-src' WHERE id = 1")
+    env.x(TGT, "UPDATE t SET b = 'b-tgt' WHERE id = 1")
+    env.x(TGT, "UPDATE t SET c = 'c-tgt' WHERE id = 1")       # c changed on both: latest (the target) wins
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    for host in (SRC, TGT):
+        assert env.q(host, "SELECT a, b, c FROM t") == [("a-src", "b-tgt", "c-tgt")]
+    [c] = journal(env)
+    assert (c["rule"], c["winner"]) == ("merge", "both")
+    # a later round: again disjoint, again both kept
+    env.x(SRC, "UPDATE t SET a = 'a2' WHERE id = 1")
+    env.x(TGT, "UPDATE t SET b = 'b2' WHERE id = 1")
+    env.cli("kick", "sw", "--wait", "30")
+    for host in (SRC, TGT):
+        assert env.q(host, "SELECT a, b FROM t") == [("a2", "b2")]
