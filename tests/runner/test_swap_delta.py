@@ -110,3 +110,68 @@ def test_merge_disjoint_columns_both_kept_same_column_latest(env):
     env.cli("kick", "sw", "--wait", "30")
     for host in (SRC, TGT):
         assert env.q(host, "SELECT a, b FROM t") == [("a2", "b2")]
+
+
+BALANCES = {"pgbench_accounts": "abalance", "pgbench_tellers": "tbalance", "pgbench_branches": "bbalance"}
+
+
+def sums(e, host: str) -> tuple:
+    """sum(abalance), sum(tbalance), sum(bbalance): each is the total of every delta pgbench applied."""
+    return e.q(host, "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM pgbench_tellers),"
+                     " (SELECT sum(bbalance) FROM pgbench_branches)")[0]
+
+
+def pgbench_both(e) -> int:
+    """TPC-B on both masters at once; returns the total of the deltas both applied (each side's own history)."""
+    with ThreadPoolExecutor(2) as pool:   # pgbench fails on any failed transaction
+        outputs = list(pool.map(lambda h: e.c[h].pgbench("test1", "-n", "-c", "2", "-T", "15", timeout=300),
+                                ("master", "master2")))
+    assert all("number of transactions actually processed" in out for out in outputs), outputs
+    return sum(e.q(h, "SELECT coalesce(sum(delta), 0) FROM pgbench_history")[0][0] for h in ("master", "master2"))
+
+
+def test_pgbench_on_both_masters_balances_as_delta_columns_three_hosts(pgbench_env):
+    """The founding document's three hosts, with makedelta and the balances as delta columns: after TPC-B on both
+    masters, every host holds the same rows and sum(abalance) = sum(tbalance) = sum(bbalance) = every delta
+    applied on both sides. A merge table on the way: slave ends with the merged row."""
+    e = pgbench_env
+    for host in ("master", "slave", "master2"):
+        e.x(host, "CREATE TABLE mt (id int PRIMARY KEY, a text, b text); INSERT INTO mt VALUES (1, 'a', 'b')")
+    e.add_databases("master", "slave", "master2")
+    e.cli("add", "all", "tables", "-T", "pgbench_history", "db=test1_master", "--herd=alpha")
+    e.cli("add", "all", "table", "-T", "pgbench_history", "db=test1_master2", "herd=gamma")
+    e.cli("add", "sync", "benchdeltaalpha", "source=alpha", "targetdb=test1_slave", "type=pushdelta")
+    e.cli("add", "sync", "benchswapgamma", "source=gamma", "targetdb=test1_master", "type=swap", "makedelta=yes")
+    for table, column in BALANCES.items():   # on a sync already capturing: its capture follows
+        e.cli("update", "table", table, "db=test1_master2", f"delta_columns={column}")
+    e.cli("update", "table", "mt", "db=test1_master2", "standard_conflict=merge")
+    e.start()
+    total = pgbench_both(e)
+    e.x("master2", "UPDATE mt SET a = 'a-master2'")
+    e.x("master", "UPDATE mt SET b = 'b-master'")
+    e.cli("kick", "benchswapgamma", "--wait", "120")
+    for t in (*BALANCES, "mt"):
+        e.wait_same("master", "slave", t, 60)
+        assert e.checksum("master", t) == e.checksum("master2", t)
+    for host in ("master", "master2", "slave"):
+        assert sums(e, host) == (total, total, total), host
+        assert e.q(host, "SELECT a, b FROM mt") == [("a-master2", "b-master")]
+    rules = dict(e.c["master"].query("pgrepl", "SELECT rule, count(*) FROM pgrepl.conflict GROUP BY rule"))
+    assert rules.get("delta", 0) > 0 and rules.get("merge") == 1, rules
+    assert e.c["master"].query("pgrepl", "SELECT count(*) FROM pgrepl.run WHERE state = 'bad'") == [(0,)]
+
+
+def test_pgbench_under_latest_the_invariant_breaks(pgbench_env):
+    """The same load without delta columns: both sides converge, but increments made on both sides between two
+    runs are lost, so the balances no longer add up to the deltas applied (what delta columns are for)."""
+    e = pgbench_env
+    e.add_databases("master", "master2")
+    e.cli("add", "all", "table", "-T", "pgbench_history", "db=test1_master2", "standard_conflict=latest", "herd=gamma")
+    e.cli("add", "sync", "benchswapgamma", "source=gamma", "targetdb=test1_master", "type=swap")
+    e.start()
+    total = pgbench_both(e)
+    e.cli("kick", "benchswapgamma", "--wait", "120")
+    for t in BALANCES:
+        assert e.checksum("master", t) == e.checksum("master2", t)
+    assert sums(e, "master") == sums(e, "master2")
+    assert sums(e, "master")[2] != total, "one branch updated on both sides: increments lost under latest"

@@ -192,13 +192,16 @@ class SwapRun:
         held = set() if wait else set(lock_rows(tgt.conn, t.info, keys, lock=False)) - set(locked)
         clash = changed_since(tgt, tcap, self.key, keys) - resolved
         clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
+        scap, origin = src.cap(t.info), self.key if self.sync["makedelta"] else None
+        if clean and scap.deltacols:   # additive keys are updated in place (swap_delta), the others copied
+            done, n = swap_delta.apply_additive(
+                src, tgt, scap, tcap, [keys[i] for i in clean], set(locked), upto, origin,
+                lambda ks: lock_rows(src.conn, t.info, ks, images=True, lock=False))
+            self.counts.updates += n
+            clean = [i for i in clean if keys[i] not in done]
         if clean:
-            sub, scap = _subset(batch, keys, clean), src.cap(t.info)
-            add_nets = swap_delta.prepare_clean(src, tgt, scap, tcap, sub, upto) if scap.deltacols else None
-            self.counts += apply.apply_batch(src.conn, tgt.conn, sub, cols, self.key,
-                                             tcap if self.sync["makedelta"] else None)
-            if add_nets:
-                add_nets()
+            self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
+                                             tcap if origin else None)
         return sorted(clash), sorted(held - clash)
 
     # --- conflicts -------------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ class SwapRun:
                 if t.rule in ("latest", "merge") else {}
             kept: set = set()
             if t.deltacols or t.rule == "merge":   # both sides' writes kept where both only updated the row
-                kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide, write_rows)
+                kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide)
             for k in (k for k in keys if k not in kept):
                 src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
                 if src_row != tgt_row:

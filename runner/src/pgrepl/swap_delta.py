@@ -100,54 +100,53 @@ def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv
     return out
 
 
-def values(conn: psycopg.Connection, table: TableInfo, cols, keys: list[tuple[str, ...]]) -> dict:
-    """The text of COLS in the rows of KEYS, by key (keys without a row are left out)."""
-    if not keys or not cols:
-        return {}
-    q = sql.SQL("SELECT {keytext}, {vals} FROM {t} x JOIN {keys} ON {join}").format(
-        keytext=_keytext(table.pkey, "x"), t=table.ident, keys=apply.keys_relation(table, False),
-        vals=sql.SQL(", ").join(sql.SQL("x.{}::text").format(sql.Identifier(c)) for c in cols),
-        join=apply.key_join("x", table.pkey))
-    n = len(table.pkey)
-    return {tuple(r[:n]): list(r[n:]) for r in conn.execute(q, _key_params(table, keys))}
-
-
-def add_nets(conn: psycopg.Connection, cap: Capture, cols, entries: list) -> int:
-    """In the caller's transaction: each delta column of each (key, olds, nets) entry becomes old + net, computed
-    in the net change's type (assignment casts back to the column's); where either is NULL the column keeps what
-    the row holds now (a copy, or the winner's value). One UPDATE for every entry."""
+def update_rows(conn: psycopg.Connection, cap: Capture, entries: list) -> int:
+    """In the caller's transaction: each (key, row image, nets) entry UPDATEs its row in place: the columns take
+    the image's values, each delta column its value now plus the net change (the image's value where either is
+    NULL). An UPDATE, never DELETE + INSERT: a writer waiting on the row updates it after us, while a deleted row
+    would make its UPDATE find nothing and lose its change. One statement for every entry."""
     if not entries:
         return 0
-    table, nettypes = cap.table, cap.nettypes
-    nk, nd = len(table.pkey), len(cols)
-    names = [f"k{i}" for i in range(nk)] + [f"o{i}" for i in range(nd)] + [f"n{i}" for i in range(nd)]
+    table = cap.table
+    nk, nd = len(table.pkey), len(cap.deltacols)
+    names = [f"k{i}" for i in range(nk)] + [f"n{i}" for i in range(nd)]
     arrays = [sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(t)) for i, t in enumerate(table.pktype)]
     arrays += [sql.SQL("{}::text[]").format(sql.Placeholder(n)) for n in names[nk:]]
     params = _key_params(table, [e[0] for e in entries])
     for i in range(nd):
-        params[f"o{i}"] = _text_array(e[1][i] for e in entries)
         params[f"n{i}"] = _text_array(e[2][i] for e in entries)
-    sets = sql.SQL(", ").join(sql.SQL("{c} = coalesce(k.{o}::{t} + k.{n}::{t}, t.{c})").format(
-        c=sql.Identifier(c), o=sql.Identifier(f"o{i}"), n=sql.Identifier(f"n{i}"), t=sql.SQL(nettypes[
-            cap.deltacols.index(c)])) for i, c in enumerate(cols))
-    return conn.execute(sql.SQL("UPDATE {t} AS t SET {sets} FROM (SELECT * FROM unnest({arrays}) AS u({names})) AS k "
-                                "WHERE {join}").format(
-        t=table.ident, sets=sets, arrays=sql.SQL(", ").join(arrays),
-        names=sql.SQL(", ").join(sql.Identifier(n) for n in names), join=apply.key_join("t", table.pkey)),
-        params).rowcount
+    params["rows"] = "[" + ",".join(e[1] for e in entries) + "]"
+    plain = [c for c in apply.columns(conn, table) if c not in table.pkey and c not in cap.deltacols]
+    sets = [sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c)) for c in plain]
+    sets += [sql.SQL("{c} = coalesce(t.{c} + k.{n}::{t}, r.{c})").format(
+        c=sql.Identifier(c), n=sql.Identifier(f"n{i}"), t=sql.SQL(cap.nettypes[i])) for i, c in enumerate(cap.deltacols)]
+    if not sets:
+        return 0
+    return conn.execute(sql.SQL(
+        "UPDATE {t} AS t SET {sets} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb) AS r, "
+        "(SELECT * FROM unnest({arrays}) AS u({names})) AS k WHERE {rjoin} AND {tjoin}").format(
+        t=table.ident, sets=sql.SQL(", ").join(sets), arrays=sql.SQL(", ").join(arrays),
+        names=sql.SQL(", ").join(sql.Identifier(n) for n in names), rjoin=apply.key_join("r", table.pkey),
+        tjoin=apply.key_join("t", table.pkey)), params).rowcount
 
 
-def prepare_clean(src, tgt, cap: Capture, tcap: Capture, batch: Batch, upto: str):
-    """Before a batch of keys that TGT did not change is copied: the net changes of the keys whose changes in the
-    batch are all updates, and TGT's delta columns now. Returns what to run after the copy: it sets those columns
-    to TGT's value before plus SRC's net change (exact even when the copied row holds a later, racing change)."""
-    found = nets(src.conn, cap, batch.keys, src.iv, upto)
-    additive = [(k, n.nets) for k, n in found.items() if n.pure_window]
-    olds = values(tgt.conn, cap.table, cap.deltacols, [k for k, _ in additive])
-    return lambda: add_nets(tgt.conn, tcap, cap.deltacols, [(k, olds[k], n) for k, n in additive if k in olds])
+def apply_additive(src, tgt, cap: Capture, tcap: Capture, keys: list, locked, upto: str, origin: str | None,
+                   images) -> tuple[set, int]:
+    """The keys of a batch that TGT did not change, whose changes in the batch are all updates, and whose row
+    exists on both sides (LOCKED on TGT; IMAGES(keys) reads SRC's rows in the batch's snapshot): updated in place
+    on TGT with SRC's row and, for the delta columns, TGT's value plus SRC's net change; exact even when SRC's row
+    holds a later change that races with the run (it is the next run's). Returns the keys done and the rows."""
+    found = nets(src.conn, cap, [k for k in keys if k in locked], src.iv, upto)
+    rows = images([k for k, n in found.items() if n.pure_window])
+    entries = [(k, image, found[k].nets) for k, image in rows.items()]
+    n = update_rows(tgt.conn, tcap, entries)
+    if origin is not None and entries:
+        done = [e[0] for e in entries]
+        apply.record_keys(tgt.conn, tcap, Batch.of(tcap, done, [True] * len(done)), origin)
+    return {e[0] for e in entries}, n
 
 
-def resolve(run, t, keys: list, rows: dict, when: dict, decide, write_rows) -> tuple[set, list]:
+def resolve(run, t, keys: list, rows: dict, when: dict, decide) -> tuple[set, list]:
     """Conflicts of a table with delta columns or merge whose changes on both sides are updates: both sides'
     writes kept (see the module's docstring). In the caller's transactions on both sides, rows locked. Returns
     the keys handled and their journal entries; the others go to the table's rule as usual."""
@@ -155,12 +154,10 @@ def resolve(run, t, keys: list, rows: dict, when: dict, decide, write_rows) -> t
     cap = a.cap(t.info)
     dcols = cap.deltacols
     info = {s.role: nets(s.conn, s.cap(t.info), keys, s.iv) for s in (a, b)}
-    olds = {s.role: values(s.conn, t.info, dcols, keys) for s in (a, b)}
     idle = Net(True, True, ["0"] * len(dcols), set())
     rule = "latest" if t.rule == "merge" else t.rule
     handled, journal = set(), []
-    writes = {"source": [], "target": []}
-    sums = {"source": [], "target": []}
+    updates = {"source": [], "target": []}
     for k in keys:
         ra, rb = rows["source"].get(k), rows["target"].get(k)
         na, nb = info["source"].get(k, idle), info["target"].get(k, idle)
@@ -180,22 +177,16 @@ def resolve(run, t, keys: list, rows: dict, when: dict, decide, write_rows) -> t
             images = {"source": ra, "target": rb}
         else:
             images = dict.fromkeys(("source", "target"), ra if winner == "source" else rb)
-        for role, own in (("source", ra), ("target", rb)):
-            if images[role] != own:
-                writes[role].append((k, images[role]))
-        if dcols:
-            sums["source"].append((k, olds["source"][k], nb.nets))
-            sums["target"].append((k, olds["target"][k], na.nets))
+        updates["source"].append((k, images["source"], nb.nets))   # each side: plus the other's net changes
+        updates["target"].append((k, images["target"], na.nets))
         journal.append((k, ra, rb, "both" if take else winner, "delta" if dcols and moved else t.rule,
                         _delta_json(dcols, na.nets), _delta_json(dcols, nb.nets)))
     origin = run.key if run.sync["makedelta"] else None
     for s in (a, b):
-        if writes[s.role]:
-            run.counts += write_rows(s, t.info, writes[s.role], origin)
-        if sums[s.role]:
-            run.counts.updates += add_nets(s.conn, s.cap(t.info), dcols, sums[s.role])
+        if updates[s.role]:
+            run.counts.updates += update_rows(s.conn, s.cap(t.info), updates[s.role])
             if origin is not None:
-                done = [k for k, _o, _n in sums[s.role]]
+                done = [e[0] for e in updates[s.role]]
                 apply.record_keys(s.conn, s.cap(t.info), Batch.of(s.cap(t.info), done, [True] * len(done)), origin)
     return handled, journal
 
