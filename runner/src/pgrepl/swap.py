@@ -193,7 +193,7 @@ class SwapRun:
         clash = changed_since(tgt, tcap, self.key, keys) - resolved
         clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
         scap, origin = src.cap(t.info), self.key if self.sync["makedelta"] else None
-        if clean and scap.deltacols:   # additive keys are updated in place (swap_delta), the others copied
+        if clean and scap.rich:   # delta columns, merge: updated rows in place (swap_delta), the others copied
             done, n = swap_delta.apply_additive(
                 src, tgt, scap, tcap, [keys[i] for i in clean], set(locked), upto, origin,
                 lambda ks: lock_rows(src.conn, t.info, ks, images=True, lock=False))
