@@ -175,3 +175,22 @@ def test_pgbench_under_latest_the_invariant_breaks(pgbench_env):
         assert e.checksum("master", t) == e.checksum("master2", t)
     assert sums(e, "master") == sums(e, "master2")
     assert sums(e, "master")[2] != total, "one branch updated on both sides: increments lost under latest"
+
+
+def test_a_source_schema_of_version_2_is_upgraded_and_its_stores_keep_working(env):
+    """Stores made before delta columns (source schema 2: no deltacols, nettypes, track_changed) go on working: the
+    runner upgrades the schema when it connects, and a table of them can get delta columns afterwards."""
+    swap_sync(env, delta=None)
+    for host in (SRC, TGT):
+        env.x(host, "ALTER TABLE pgrepl.capture DROP COLUMN deltacols, DROP COLUMN nettypes, DROP COLUMN track_changed;"
+                    "COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 2'")
+    env.x(SRC, "UPDATE t SET n = n + 1 WHERE id = 1")
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    assert row(env, TGT)[0] == 101
+    assert env.q(TGT, "SELECT obj_description('pgrepl'::regnamespace, 'pg_namespace')") == [("pgrepl source schema 3",)]
+    env.cli("update", "table", "t", f"db=test1_{SRC}", "delta_columns=n")
+    env.x(SRC, "UPDATE t SET n = n + 1 WHERE id = 1")
+    env.x(TGT, "UPDATE t SET n = n + 10 WHERE id = 1")
+    env.cli("kick", "sw", "--wait", "30")
+    assert row(env, SRC)[0] == row(env, TGT)[0] == 112

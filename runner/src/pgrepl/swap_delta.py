@@ -38,7 +38,7 @@ class Net:
     nets: list[str | None]
     changed: set[str]
 
-    def nonzero(self, nettypes) -> bool:
+    def nonzero(self) -> bool:
         return any(n is not None and not _is_zero(n) for n in self.nets)
 
 
@@ -163,7 +163,7 @@ def resolve(run, t, keys: list, rows: dict, when: dict, decide) -> tuple[set, li
         na, nb = info["source"].get(k, idle), info["target"].get(k, idle)
         if ra is None or rb is None or not (na.pure and nb.pure) or rule == "abort":
             continue
-        moved = na.nonzero(cap.nettypes) or nb.nonzero(cap.nettypes)
+        moved = na.nonzero() or nb.nonzero()
         handled.add(k)
         if ra == rb and not moved:
             continue
