@@ -66,7 +66,7 @@ options:
     choices: [source, target, latest, skip, abort, merge]
   delta_columns:
     description:
-      - Additive columns of the herd's tables, by table (C(schema.table) or C(table)), for swap syncs: each
+      - Additive columns of the herd's tables, by table (C(schema.table) or C(table)), for swap syncs; each
         side's net change of such a column is added to the other side's value, so concurrent increments on both
         sides are all kept (docs/swap.md).
       - Tables of the herd left out of the mapping have no delta columns; the option left out changes nothing.
