@@ -6,6 +6,12 @@ TPC-B at a fixed rate on each side (`-R`); meanwhile a probe on each side commit
 the probe table every ~100 ms and times how long the value takes to be visible on the other side (same clock:
 one machine). Prints p50/p99 lag per direction and conflicts per second; docs/benchmarks.md records a run.
 `make bench-swap` runs it (BENCH_RATE per side, default 500; BENCH_SECONDS, default 60).
+
+It does so for each of BENCH_MODES (default latest,delta,merge): `latest` is the plain swap capture; `delta`
+declares the balances as delta columns; `merge` sets standard_conflict=merge (changed columns tracked). For each
+it also measures the capture's cost, unthrottled pgbench TPS on one side with the capture installed and no runner
+(the ratio to `latest` is the price of the richer delta store), and the invariant's error after convergence:
+the largest |sum(balance) - every delta both sides applied| over the three balances and both sides.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ BASE = Path("/tmp/pgrepl-bench-swap")
 RATE = int(os.environ.get("BENCH_RATE", "500"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
 POLL = os.environ.get("BENCH_POLL_INTERVAL", "0.5")
+PORT = int(os.environ.get("BENCH_SWAP_PORT", "55481"))
+MODES = os.environ.get("BENCH_MODES", "latest,delta,merge").split(",")
+CAPTURE_SECONDS = int(os.environ.get("BENCH_CAPTURE_SECONDS", "15"))
+BALANCES = {"pgbench_accounts": "abalance", "pgbench_tellers": "tbalance", "pgbench_branches": "bbalance"}
 
 
 def probe(writer: LocalCluster, reader: LocalCluster, row: int, until: float, lags: list[float]) -> None:
@@ -57,10 +67,25 @@ def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
 
 
-def main() -> None:
+def pgbench_tps(c: LocalCluster, *args: str) -> tuple[float, str]:
+    out = subprocess.run([str(PGBENCH), "-n", "-c", "2", "-j", "2", *args, "-h", "127.0.0.1", "-p", str(c.port),
+                          "-U", "postgres", "test1"], capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"tps = ([\d.]+)", out).group(1)), out
+
+
+def invariant_error(sides: tuple[LocalCluster, LocalCluster], history_before: list[int], start: dict) -> int:
+    """max |sum(balance) - (its start + the deltas applied on both sides)| over the three balances, both sides."""
+    applied = sum(c.query("test1", "SELECT coalesce(sum(delta), 0) FROM pgbench_history")[0][0] - before
+                  for c, before in zip(sides, history_before, strict=True))
+    return max(abs(c.query("test1", f"SELECT sum({col}) FROM {t}")[0][0] - start[t] - applied)
+               for c in sides for t, col in BALANCES.items())
+
+
+def run_mode(mode: str) -> dict:
+    """One configuration on fresh clusters: the capture's TPS, then lag and conflicts under -R load both ways."""
     shutil.rmtree(BASE, ignore_errors=True)
-    one = LocalCluster("master2", 55481, BASE / "master2").init(DURABLE).start()
-    two = LocalCluster("master", 55482, BASE / "master").init(DURABLE).start()
+    one = LocalCluster("master2", PORT, BASE / "master2").init(DURABLE).start()
+    two = LocalCluster("master", PORT + 1, BASE / "master").init(DURABLE).start()
     daemon = None
     try:
         for c in (one, two):
@@ -75,12 +100,22 @@ def main() -> None:
         for name, c in (("test1_master2", one), ("test1_master", two)):
             pgrepl(control, "add", "database", "test1", f"name={name}", "host=127.0.0.1", f"port={c.port}",
                    "user=postgres")
+        rule = "merge" if mode == "merge" else "latest"
         pgrepl(control, "add", "all", "tables", "-T", "pgbench_history", "db=test1_master2",
-               "standard_conflict=latest", "herd=gamma")
+               f"standard_conflict={rule}", "herd=gamma")
+        if mode == "delta":
+            for table, column in BALANCES.items():
+                pgrepl(control, "update", "table", table, "db=test1_master2", f"delta_columns={column}")
         pgrepl(control, "add", "sync", "benchswapgamma", "source=gamma", "targetdb=test1_master", "type=swap")
+        capture_tps = pgbench_tps(one, "-T", str(CAPTURE_SECONDS))[0]   # capture only: no runner yet
         daemon = subprocess.Popen([sys.executable, "-m", "pgrepl", "run"], env=dict(os.environ, PGREPL_CONTROL=control),
                                   stdout=subprocess.DEVNULL, stderr=open(BASE / "daemon.log", "wb"))
-        pgrepl(control, "kick", "benchswapgamma", "--wait", "60")
+        pgrepl(control, "kick", "benchswapgamma", "--wait", "300")
+        # the capture-only load has reached the other side (one side's changes: exact under every rule)
+        history_before = [c.query("test1", "SELECT coalesce(sum(delta), 0) FROM pgbench_history")[0][0]
+                          for c in (one, two)]
+        start = {t: two.query("test1", f"SELECT sum({col}) FROM {t}")[0][0] for t, col in BALANCES.items()}
+        start_conflicts = two.query("pgrepl", "SELECT count(*) FROM pgrepl.conflict")[0][0]
         until = time.monotonic() + SECONDS
         lags: dict[str, list[float]] = {"master2 -> master": [], "master -> master2": []}
         probes = [threading.Thread(target=probe, args=(one, two, 1, until, lags["master2 -> master"])),
@@ -94,23 +129,33 @@ def main() -> None:
         for t in probes:
             t.join()
         pgrepl(control, "kick", "benchswapgamma", "--wait", "300")
+        pgrepl(control, "kick", "benchswapgamma", "--wait", "300")   # the changes that raced with the last run
         tps = [float(re.search(r"tps = ([\d.]+)", out).group(1)) for out in outputs]
-        conflicts = two.query("pgrepl", "SELECT count(*) FROM pgrepl.conflict")[0][0]
+        conflicts = two.query("pgrepl", "SELECT count(*) FROM pgrepl.conflict")[0][0] - start_conflicts
         bad = two.query("pgrepl", "SELECT count(*) FROM pgrepl.run WHERE state = 'bad'")[0][0]
-        print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s: "
-              f"TPS master2 {tps[0]:.0f}, master {tps[1]:.0f}")
-        print("| direction | samples | lag p50 | lag p99 | max |")
-        print("|---|---|---|---|---|")
-        for name, values in lags.items():
-            print(f"| {name} | {len(values)} | {percentile(values, 50) * 1000:.0f} ms | "
-                  f"{percentile(values, 99) * 1000:.0f} ms | {max(values) * 1000:.0f} ms |")
-        print(f"conflicts: {conflicts} ({conflicts / SECONDS:.1f}/s); failed runs: {bad}")
+        return {"mode": mode, "capture_tps": capture_tps, "tps": tps, "lags": lags, "conflicts": conflicts,
+                "bad": bad, "error": invariant_error((one, two), history_before, start)}
     finally:
         if daemon is not None:
             daemon.terminate()
             daemon.wait(60)
         for c in (one, two):
             c.stop("immediate")
+
+
+def main() -> None:
+    results = [run_mode(m) for m in MODES]
+    base = next((r["capture_tps"] for r in results if r["mode"] == "latest"), None)
+    print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s; capture TPS: unthrottled "
+          f"pgbench -c 2 for {CAPTURE_SECONDS} s on one side, capture installed, no runner")
+    print("| mode | capture TPS | vs latest | TPS master2 / master | lag p99 m2->m | lag p99 m->m2 | conflicts/s "
+          "| invariant error | failed runs |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{r['capture_tps'] / base:.2f}" if base else "-"
+        p99 = [f"{percentile(v, 99) * 1000:.0f} ms" if v else "-" for v in r["lags"].values()]
+        print(f"| {r['mode']} | {r['capture_tps']:.0f} | {ratio} | {r['tps'][0]:.0f} / {r['tps'][1]:.0f} | {p99[0]} | "
+              f"{p99[1]} | {r['conflicts'] / SECONDS:.1f} | {r['error']} | {r['bad']} |")
 
 
 if __name__ == "__main__":

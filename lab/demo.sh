@@ -27,6 +27,14 @@ scripts/build-collection.sh
 step "ansible-playbook -i inventories/lab playbooks/site.yml"
 ansible-playbook -i inventories/lab playbooks/site.yml
 
+# The invariant's terms, read before the load and before any copy of pgbench_history (benchcopybeta overwrites
+# master2's): the balances' sums on master, and each master's total of the deltas its own pgbench applies.
+balances="SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT sum(tbalance) FROM pgbench_tellers) || ' ' || (SELECT sum(bbalance) FROM pgbench_branches)"
+history="SELECT coalesce(sum(delta), 0) FROM pgbench_history"
+read -r start_a start_t start_b <<<"$(sql master "$balances")"
+declare -A history_before
+for host in master master2; do history_before[$host]=$(sql "$host" "$history"); done
+
 step "pgbench TPC-B for ${seconds}s on master and on master2 at once (-c 2 each)"
 declare -A pgbench
 for host in master master2; do
@@ -37,6 +45,8 @@ for host in master master2; do
   wait "${pgbench[$host]}" || { cat ".lab/pgbench-$host.log"; exit 1; }
 done
 grep -h "^tps" .lab/pgbench-master.log .lab/pgbench-master2.log | sed 's/^/    /'
+applied=0
+for host in master master2; do applied=$((applied + $(sql "$host" "$history") - history_before[$host])); done
 
 step "Kicks: the swap (master2 <-> master), then the pushdelta to slave, then the fullcopy of pgbench_history"
 pgrepl_on master2 kick benchswapgamma --wait 120
@@ -64,6 +74,15 @@ for t in "${tables[@]}"; do
   if [[ ${seen[0]} == "${seen[1]}" && ${seen[0]} == "${seen[2]}" ]]; then echo "equal"; else echo "DIFFERENT"; all_equal=false; fi
 done
 
+step "The invariant: sum(abalance) = sum(tbalance) = sum(bbalance) = start + every delta pgbench applied on both masters"
+echo "    deltas pgbench applied: $applied (both masters' pgbench_history, read before it was copied)"
+printf '%-10s %-14s %-14s %-14s %s\n' host "sum(abalance)" "sum(tbalance)" "sum(bbalance)" "expected (start + deltas)"
+for host in "${hosts[@]}"; do
+  read -r a t b <<<"$(sql "$host" "$balances")"
+  if ((a == start_a + applied && t == start_t + applied && b == start_b + applied)); then verdict=holds; else verdict=BROKEN; all_equal=false; fi
+  printf '%-10s %-14s %-14s %-14s %s %s %s: %s\n' "$host" "$a" "$t" "$b" $((start_a + applied)) $((start_t + applied)) $((start_b + applied)) "$verdict"
+done
+
 cat <<'EOF'
 
 Try next:
@@ -73,4 +92,4 @@ Try next:
   .venv/bin/ansible-playbook -i inventories/lab playbooks/kick.yml -e kick_syncs=benchcopybeta
   make lab-down                                                 # remove the containers and the network
 EOF
-$all_equal || { echo "demo: some tables differ between hosts" >&2; exit 1; }
+$all_equal || { echo "demo: some tables differ between hosts, or the invariant is broken" >&2; exit 1; }

@@ -60,8 +60,17 @@ options:
       - How a swap sync settles a row changed on both sides, for every member of the herd
         (C(standard_conflict) of each table in the catalog).
       - Left out, the members keep the rule they have.
+      - V(merge) keeps both sides' changes of a row when they changed different columns (columns changed on
+        both sides go to V(latest)).
     type: str
-    choices: [source, target, latest, skip, abort]
+    choices: [source, target, latest, skip, abort, merge]
+  delta_columns:
+    description:
+      - Additive columns of the herd's tables, by table (C(schema.table) or C(table)), for swap syncs; each
+        side's net change of such a column is added to the other side's value, so concurrent increments on both
+        sides are all kept (docs/swap.md).
+      - Tables of the herd left out of the mapping have no delta columns; the option left out changes nothing.
+    type: dict
   state:
     description:
       - V(present) adds or updates the herd; V(absent) removes it.
@@ -147,6 +156,20 @@ def shown(name, db, members):
                 standard_conflict=dict((q, r) for k, q, r in members if k == 'table'))
 
 
+def wanted_delta(option, tables):
+    """(qualname, columns) of every table of the herd as the delta_columns option wants them."""
+    option = option or {}
+    return [(q, list(option.get(q, option.get(q.split('.', 1)[1], [])))) for q in tables]
+
+
+def delta_changes(option, rows, tables):
+    """The tables whose delta columns differ from what the option wants (none when the option is left out)."""
+    if option is None:
+        return []
+    have = dict((qualname(r), list(r.get('delta_columns') or [])) for r in rows if r['kind'] == 'table')
+    return [(q, cols) for q, cols in wanted_delta(option, tables) if have.get(q, []) != cols]
+
+
 def resolve(m, db, kind, names, exclude):
     if not names:
         return []
@@ -163,7 +186,8 @@ def main():
             exclude_tables=dict(type='list', elements='str', default=[]),
             sequences=dict(type='list', elements='str', default=[]),
             exclude_sequences=dict(type='list', elements='str', default=[]),
-            standard_conflict=dict(type='str', choices=['source', 'target', 'latest', 'skip', 'abort']),
+            standard_conflict=dict(type='str', choices=['source', 'target', 'latest', 'skip', 'abort', 'merge']),
+            delta_columns=dict(type='dict'),
             state=dict(type='str', default='present', choices=['absent', 'present']),
         ),
         required_if=[('state', 'present', ['db'])],
@@ -224,6 +248,11 @@ def main():
             m.actions.append('remove %ss %s from herd %s' % (kind, ', '.join(removed), name))
     if relabel:
         m.actions.append('set standard_conflict %s on %s of herd %s' % (rule, ', '.join(relabel), name))
+    additive = delta_changes(p['delta_columns'], rows, after['tables'])
+    for q, cols in additive:
+        m.actions.append('set delta_columns %s on %s of herd %s' % (', '.join(cols) or 'none', q, name))
+    if p['delta_columns'] is not None:
+        after['delta_columns'] = dict((q, cols) for q, cols in wanted_delta(p['delta_columns'], after['tables']))
 
     if m.check_mode:
         if current and to_add:  # the real run refuses a PK-less table in a herd read row by row
@@ -236,6 +265,8 @@ def main():
             m.run(catalog.remove_from_herd, m.conn, name, to_remove)
         if relabel:
             m.run(catalog.set_standard_conflict, m.conn, name, rule)
+        for q, cols in additive:
+            m.run(catalog.update_tables, m.conn, db, [q], None, cols)
     m.exit(before, after, herd=after)
 
 

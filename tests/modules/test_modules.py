@@ -281,3 +281,24 @@ def test_without_the_runner_library_the_modules_say_what_is_missing(world):
                      "-e", "ansible_python_interpreter=/usr/bin/python3", expect_rc=2)
     assert "Failed to import the required Python library (pgrepl (shipped by the pgrepl.cluster.sync_runner role))" \
         in run.failed()["info"]
+
+
+def test_delta_columns_of_a_swap_herd_declared_changed_and_removed(world):
+    def gamma(delta_columns):
+        return {"name": "herd gamma", "pgrepl.cluster.pg_repl_herd": {
+            "name": "gamma", "db": "test1_master2", "tables": ["public.accounts"], "delta_columns": delta_columns}}
+
+    def captured() -> dict:
+        return {h: world.q(h, "SELECT deltacols FROM pgrepl.capture WHERE relname = 'accounts'")
+                for h in ("master", "master2")}
+
+    tasks = declaration(world)
+    world.play(tasks[:3] + [gamma({"accounts": ["balance"]}), tasks[9]])
+    assert [r["delta_columns"] for r in world.catalog()["relations"] if r["db"] == "test1_master2"] == [["balance"]]
+    assert captured() == {"master": [(["balance"],)], "master2": [(["balance"],)]}   # both sides of the swap
+    assert world.play([gamma({"public.accounts": ["balance"]})]).changed() == {"herd gamma": False}
+    run = world.play([gamma({})], "--diff")
+    assert run["herd gamma"]["actions"] == ["set delta_columns none on public.accounts of herd gamma"]
+    assert captured() == {"master": [([],)], "master2": [([],)]}
+    world.play([gamma({"accounts": ["id"]})], expect_rc=2)   # a key column: refused, nothing changed
+    assert captured() == {"master": [([],)], "master2": [([],)]}

@@ -161,12 +161,14 @@ def test_fullcopy_copies_a_partitioned_table(env):
 # --- attributes no verb knows --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, unknown, known", [
-    (["add", "table", "items", "db=test1_master", "herd=hx", "delta_columns=abalance"], "delta_columns",
-     "known: db, herd, standard_conflict"),
+    (["add", "table", "items", "db=test1_master", "herd=hx", "delta_colums=abalance"], "delta_colums",
+     "known: db, delta_columns, herd, standard_conflict"),
     (["add", "table", "items", "db=test1_master", "herd=h", "standard_confict=source"], "standard_confict",
-     "known: db, herd, standard_conflict"),
-    (["add", "all", "tables", "db=test1_master", "--herd=hx", "delta_columns=abalance"], "delta_columns",
-     "known: db, herd, standard_conflict"),
+     "known: db, delta_columns, herd, standard_conflict"),
+    (["add", "all", "tables", "db=test1_master", "--herd=hx", "delta_colums=abalance"], "delta_colums",
+     "known: db, delta_columns, herd, standard_conflict"),
+    (["update", "table", "items", "db=test1_master", "delta_colums=abalance"], "delta_colums",
+     "known: db, delta_columns, standard_conflict"),
     (["add", "sequence", "counter", "db=test1_master", "herd=h", "standard_conflict=source"], "standard_conflict",
      "known: db, herd"),
     (["add", "all", "sequences", "db=test1_master", "herd=hx", "increment=2"], "increment", "known: db, herd"),

@@ -10,6 +10,10 @@ In each source database, schema `pgrepl` holds:
   truncate_log   TRUNCATEs of captured tables
   subscription   which sync reads which captured table: triggers stay while a subscription does
   consumer       per (sync, target): how far changes are applied (see delta.py, which reads the delta stores)
+
+A table of a swap sync with delta columns or `standard_conflict=merge` gets a richer delta store (version 3): `op`
+(I, U, D, or K for an old key), `n1..nm` the net change `new - old` of each delta column per updated row, and with
+merge `changed`, the columns each update changed (swap_delta.py reads them). Other captures pay nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ CREATE TABLE IF NOT EXISTS pgrepl.truncate_log (
 );
 -- version 2: the delta store's key column names (NULL: named as the table's key, before version 2)
 ALTER TABLE pgrepl.capture ADD COLUMN IF NOT EXISTS keycols text[];
+-- version 3: delta columns (their net changes n1..nm, typed nettypes) and changed-column tracking (merge)
+ALTER TABLE pgrepl.capture ADD COLUMN IF NOT EXISTS deltacols text[] NOT NULL DEFAULT '{}';
+ALTER TABLE pgrepl.capture ADD COLUMN IF NOT EXISTS nettypes text[] NOT NULL DEFAULT '{}';
+ALTER TABLE pgrepl.capture ADD COLUMN IF NOT EXISTS track_changed boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS truncate_log_txid ON pgrepl.truncate_log (txid);
 CREATE TABLE IF NOT EXISTS pgrepl.subscription (
     capture_id  int NOT NULL REFERENCES pgrepl.capture ON DELETE CASCADE,
@@ -89,9 +97,9 @@ BEGIN
     END LOOP;
     RETURN format('Rows deleted from delta: %s Rows deleted from truncate_log: %s', deleted, truncates);
 END $$;
-COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 2';
+COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 3';
 """
-SOURCE_VERSION = "pgrepl source schema 2"
+SOURCE_VERSION = "pgrepl source schema 3"
 
 
 @dataclass(frozen=True)
@@ -120,10 +128,25 @@ class Capture:
     table: TableInfo
     delta_table: str
     keycols: tuple[str, ...] = ()   # the key's columns in the delta store, in key order
+    deltacols: tuple[str, ...] = ()     # additive columns: their net changes are n1..nm in the delta store
+    nettypes: tuple[str, ...] = ()      # the type of each net change (integers widen: no overflow in a trigger)
+    track_changed: bool = False         # the delta store records which columns each update changed (merge)
 
     @property
     def delta(self) -> sql.Identifier:
         return sql.Identifier(SCHEMA, self.delta_table)
+
+    @property
+    def rich(self) -> bool:
+        """The delta store has op (and nets, changed): swap's delta columns or merge."""
+        return bool(self.deltacols) or self.track_changed
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a swap table asks its capture to record beyond keys (catalog: relation.delta_columns, merge)."""
+    deltacols: tuple[str, ...] = ()
+    track_changed: bool = False
 
 
 # --- introspection -------------------------------------------------------------------------------------------
@@ -193,7 +216,7 @@ def ensure_current(conn: psycopg.Connection) -> None:
 # One trigger function per kind of change, each a single INSERT: branching on TG_LEVEL and TG_OP in one function
 # cost a third of the capture's overhead per statement (docs/benchmarks.md). The functions are named after the
 # capture (capture_<id>, capture_<id>_old...): drop() removes them, and with them their triggers.
-CAPTURE_FUNCTIONS = ("", "_old", "_key", "_trunc")
+CAPTURE_FUNCTIONS = ("", "_old", "_key", "_trunc", "_upd")
 
 
 def _capture_functions(conn: psycopg.Connection, cap: Capture) -> list[sql.Composed]:
@@ -208,6 +231,8 @@ def _capture_functions(conn: psycopg.Connection, cap: Capture) -> list[sql.Compo
         "_key": sql.SQL("INSERT INTO {delta} ({dcols}) VALUES ({old})"),
         "_trunc": sql.SQL("INSERT INTO pgrepl.truncate_log (capture_id) VALUES ({cap_id})"),
     }
+    if cap.rich:
+        bodies.update(_rich_bodies(conn, cap))
     old = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(k)) for k in pkey)
     return [sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
@@ -217,10 +242,93 @@ def _capture_functions(conn: psycopg.Connection, cap: Capture) -> list[sql.Compo
         + "; RETURN NULL; END")) for suffix, body in bodies.items()]
 
 
+def _rich_bodies(conn: psycopg.Connection, cap: Capture) -> dict[str, sql.SQL]:
+    """The functions of a rich capture: each delta row says what the change was (op); an UPDATE's row also
+    carries the net change of each delta column (NULL when either value is NULL) and, with track_changed, the
+    columns it changed. An UPDATE that changed the key has no old row under its new key: op I, like an insert."""
+    keys = cap.table.pkey
+    extra_cols = [sql.Identifier(f"n{i + 1}") for i in range(len(cap.deltacols))]
+    nets = [sql.SQL("n.{c}::{t} - o.{c}::{t}").format(c=sql.Identifier(c), t=sql.SQL(t))
+            for c, t in zip(cap.deltacols, cap.nettypes, strict=True)]
+    if cap.track_changed:
+        others = [c for c in table_columns(conn, cap.table) if c not in keys]
+        extra_cols.append(sql.Identifier("changed"))
+        nets.append(sql.SQL("array_remove(ARRAY[{}]::text[], NULL)").format(sql.SQL(", ").join(
+            sql.SQL("CASE WHEN n.{c} IS DISTINCT FROM o.{c} THEN {name} END").format(
+                c=sql.Identifier(c), name=sql.Literal(c)) for c in others) if others else sql.SQL("")))
+    upd = sql.SQL("INSERT INTO {delta} (op, {dcols}{extra}) SELECT CASE WHEN o.{k0} IS NULL THEN 'I' ELSE 'U' END, "
+                  "{ncols}{nets} FROM new_rows n LEFT JOIN old_rows o ON {join}").format(
+        delta=cap.delta, dcols=sql.SQL(", ").join(sql.Identifier(k) for k in cap.keycols),
+        extra=sql.SQL("").join(sql.SQL(", {}").format(c) for c in extra_cols), k0=sql.Identifier(keys[0]),
+        ncols=sql.SQL(", ").join(sql.SQL("n.{}").format(sql.Identifier(k)) for k in keys),
+        nets=sql.SQL("").join(sql.SQL(", {}").format(n) for n in nets),
+        join=sql.SQL(" AND ").join(sql.SQL("o.{k} = n.{k}").format(k=sql.Identifier(k)) for k in keys))
+    as_text = upd.as_string(conn).replace("{", "{{").replace("}", "}}")
+    return {
+        "": sql.SQL("INSERT INTO {delta} (op, {dcols}) SELECT 'I', {cols} FROM new_rows"),
+        "_old": sql.SQL("INSERT INTO {delta} (op, {dcols}) SELECT 'D', {cols} FROM old_rows"),
+        "_key": sql.SQL("INSERT INTO {delta} (op, {dcols}) VALUES ('K', {old})"),
+        "_upd": sql.SQL(as_text),
+    }
+
+
+def table_columns(conn: psycopg.Connection, table: TableInfo) -> dict[str, str]:
+    """The columns of TABLE in this database with their types (format_type), in order."""
+    rows = conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                        "to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                        (sql.SQL("{}").format(table.ident).as_string(conn),)).fetchall()
+    return dict(rows)
+
+
+# integers widen: the net change of an int column can exceed int, and an overflow would fail the application
+_NET_TYPES = {"smallint": "bigint", "integer": "bigint", "bigint": "numeric"}
+
+
+def check_delta_columns(conn: psycopg.Connection, table: TableInfo, deltacols: Iterable[str]) -> tuple[str, ...]:
+    """The net change types of DELTACOLS of TABLE; refused when one is missing, in the key, or has no + and -."""
+    cols = table_columns(conn, table)
+    nettypes = []
+    for c in deltacols:
+        if c not in cols:
+            raise Refused(f'Table {table.qualname} has no column "{c}" (delta_columns)')
+        if c in table.pkey:
+            raise Refused(f'Column "{c}" of {table.qualname} is in its key: a key column cannot be a delta column')
+        net = _NET_TYPES.get(cols[c], cols[c])
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT NULL::{t} + (NULL::{t}::{n} - NULL::{t}::{n})").format(
+                    t=sql.SQL(cols[c]), n=sql.SQL(net)))
+        except psycopg.Error:
+            raise Refused(f'Column "{c}" of {table.qualname} is of type {cols[c]}, which has no + and -: '
+                          "it cannot be a delta column") from None
+        nettypes.append(net)
+    return tuple(nettypes)
+
+
+def _reshape(conn: psycopg.Connection, cap: Capture, options: Options) -> Capture:
+    """In the caller's transaction: the delta store records what OPTIONS ask (op, net changes, changed columns)
+    and the trigger functions write it. Net changes captured before under other delta columns are dropped: the
+    keys stay, and such a row counts as a change that is not additive (docs/swap.md)."""
+    nettypes = check_delta_columns(conn, cap.table, options.deltacols)
+    drops = [sql.SQL("DROP COLUMN IF EXISTS {}").format(sql.Identifier(f"n{i + 1}")) for i in range(len(cap.deltacols))]
+    adds = [sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(f"n{i + 1}"), sql.SQL(t)) for i, t in enumerate(nettypes)]
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS op \"char\", ADD COLUMN IF NOT EXISTS changed text[]"
+                         ).format(cap.delta))
+    for step in (drops, adds):
+        if step:
+            conn.execute(sql.SQL("ALTER TABLE {} {}").format(cap.delta, sql.SQL(", ").join(step)))
+    conn.execute("UPDATE pgrepl.capture SET deltacols = %s, nettypes = %s, track_changed = %s WHERE id = %s",
+                 (list(options.deltacols), list(nettypes), options.track_changed, cap.id))
+    cap = Capture(cap.id, cap.table, cap.delta_table, cap.keycols, options.deltacols, nettypes, options.track_changed)
+    install_triggers(conn, cap)
+    return cap
+
+
 def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool = False,
-            key_index: bool = False) -> Capture:
+            key_index: bool = False, options: Options | None = None) -> Capture:
     """Captures TABLE for SYNC: delta store and triggers created if absent, subscription recorded. Idempotent.
-    key_index: also index the delta store by key, for the lookups of swap syncs (conflicts are found by key)."""
+    key_index: also index the delta store by key, for the lookups of swap syncs (conflicts are found by key).
+    options: what the store records beyond keys (a swap's delta columns, merge); None keeps what it records."""
     if not table.pkey:
         raise Refused(f"Table {table.qualname} has no primary key nor usable unique index: it cannot be in a "
                       "pushdelta or swap sync; put it in a fullcopy herd instead")
@@ -253,6 +361,8 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
             conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, txid)").format(
                 sql.Identifier(f"{cap.delta_table}_key"), cap.delta,
                 sql.SQL(", ").join(sql.Identifier(k) for k in cap.keycols)))
+        if options is not None and (cap.deltacols, cap.track_changed) != (options.deltacols, options.track_changed):
+            cap = _reshape(conn, cap, options)
         _set_notify_trigger(conn, cap, notify)
     return cap
 
@@ -269,11 +379,13 @@ def install_triggers(conn: psycopg.Connection, cap: Capture) -> None:
     fn = {f"fn{suffix}": sql.Identifier(SCHEMA, f"capture_{cap.id}{suffix}") for suffix in CAPTURE_FUNCTIONS}
     changed_key = sql.SQL(" OR ").join(
         sql.SQL("OLD.{k} IS DISTINCT FROM NEW.{k}").format(k=sql.Identifier(k)) for k in table.pkey)
+    # a rich capture's UPDATE function compares each row before and after (net changes, changed columns)
+    upd = ("REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn_upd}()"
+           if cap.rich else "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
     for ddl in (
         "CREATE TRIGGER pgrepl_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows "
         "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
-        "CREATE TRIGGER pgrepl_capture_upd AFTER UPDATE ON {t} REFERENCING NEW TABLE AS new_rows "
-        "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        "CREATE TRIGGER pgrepl_capture_upd AFTER UPDATE ON {t} " + upd,
         "CREATE TRIGGER pgrepl_capture_upd_key AFTER UPDATE ON {t} FOR EACH ROW WHEN ({changed_key}) "
         "EXECUTE FUNCTION {fn_key}()",
         "CREATE TRIGGER pgrepl_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows "
@@ -352,9 +464,11 @@ def has_schema(conn: psycopg.Connection) -> bool:
 
 
 def captures(conn: psycopg.Connection) -> list[Capture]:
-    rows = conn.execute("SELECT id, schemaname, relname, delta_table, pkey, pktype, coalesce(keycols, pkey) "
-                        "FROM pgrepl.capture ORDER BY id")
-    return [Capture(i, TableInfo(s, r, "table", tuple(pk), tuple(pt)), d, tuple(kc)) for i, s, r, d, pk, pt, kc in rows]
+    ensure_current(conn)
+    rows = conn.execute("SELECT id, schemaname, relname, delta_table, pkey, pktype, coalesce(keycols, pkey), "
+                        "deltacols, nettypes, track_changed FROM pgrepl.capture ORDER BY id")
+    return [Capture(i, TableInfo(s, r, "table", tuple(pk), tuple(pt)), d, tuple(kc), tuple(dc), tuple(nt), tc)
+            for i, s, r, d, pk, pt, kc, dc, nt, tc in rows]
 
 
 def find(conn: psycopg.Connection, table: TableInfo) -> Capture | None:

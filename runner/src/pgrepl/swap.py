@@ -29,13 +29,13 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import apply, capture, catalog, delta, guard
+from . import apply, capture, catalog, delta, guard, swap_delta
 from .apply import Counts
 from .capture import Capture, TableInfo
 from .delta import Batch, Interval
 from .errors import PgreplError
 
-RULES = ("source", "target", "latest", "skip", "abort")
+RULES = ("source", "target", "latest", "skip", "abort", "merge")
 
 DEFAULT_RULE = "latest"   # a herd member without standard_conflict (Bucardo 5's default, bucardo_latest)
 
@@ -48,6 +48,7 @@ class ConflictAbort(PgreplError):
 class Table:
     info: TableInfo
     rule: str
+    deltacols: tuple[str, ...] = ()   # additive columns (swap_delta.py)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _has_work(side: Side, other: Side, sync: str, tables: list[Table]) -> bool:
 
 def sync_tables(control: psycopg.Connection, sync: dict) -> list[Table]:
     """The herd's tables with their conflict rule."""
-    return [Table(catalog.relation_info(m), m["standard_conflict"] or DEFAULT_RULE)
+    return [Table(catalog.relation_info(m), m["standard_conflict"] or DEFAULT_RULE, tuple(m.get("delta_columns") or ()))
             for m in catalog.herd_members(control, sync["herd"]) if m["kind"] == "table"]
 
 
@@ -159,7 +160,8 @@ class SwapRun:
                     for t, scap in zip(tables, caps, strict=True):
                         batch = delta.read_keys(src.conn, src.iv, scap, upto)
                         if batch is not None:
-                            clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], wait=False)
+                            clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto,
+                                                            wait=False)
                             clashes += [(t, clash)] if clash else []
                             busy += [(t, held)] if held else []
             for t, keys in busy:
@@ -169,7 +171,7 @@ class SwapRun:
                     with tgt.conn.transaction():
                         apply.begin_replica(tgt.conn)
                         batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
-                        clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], wait=True)[0]
+                        clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait=True)[0]
                 clashes += [(t, clash)] if clash else []
             for t, keys in clashes:
                 self._resolve(t, keys)
@@ -178,7 +180,7 @@ class SwapRun:
                 return True
         return False
 
-    def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str],
+    def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str], upto: str,
                      wait: bool) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
         """In the caller's transactions: locks the batch's rows on TGT and applies the keys TGT did not change
         since the last run. Returns the others, sorted: (conflicts for _resolve, rows held by another transaction
@@ -190,9 +192,16 @@ class SwapRun:
         held = set() if wait else set(lock_rows(tgt.conn, t.info, keys, lock=False)) - set(locked)
         clash = changed_since(tgt, tcap, self.key, keys) - resolved
         clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
+        scap, origin = src.cap(t.info), self.key if self.sync["makedelta"] else None
+        if clean and scap.rich:   # delta columns, merge: updated rows in place (swap_delta), the others copied
+            done, n = swap_delta.apply_additive(
+                src, tgt, scap, tcap, [keys[i] for i in clean], set(locked), upto, origin,
+                lambda ks: lock_rows(src.conn, t.info, ks, images=True, lock=False))
+            self.counts.updates += n
+            clean = [i for i in clean if keys[i] not in done]
         if clean:
             self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
-                                             tcap if self.sync["makedelta"] else None)
+                                             tcap if origin else None)
         return sorted(clash), sorted(held - clash)
 
     # --- conflicts -------------------------------------------------------------------------------------------
@@ -206,8 +215,11 @@ class SwapRun:
                 apply.begin_replica(s.conn)
             rows = {s.role: lock_rows(s.conn, t.info, keys, images=True) for s in (a, b)}
             when = {s.role: last_change(s, s.cap(t.info), self.key, keys) for s in (a, b)} \
-                if t.rule == "latest" else {}
-            for k in keys:
+                if t.rule in ("latest", "merge") else {}
+            kept: set = set()
+            if t.deltacols or t.rule == "merge":   # both sides' writes kept where both only updated the row
+                kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide)
+            for k in (k for k in keys if k not in kept):
                 src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
                 if src_row != tgt_row:
                     journal.append((k, src_row, tgt_row, decide(t.rule, when, k)))
@@ -215,7 +227,8 @@ class SwapRun:
                 self._journal(t, journal)
                 raise ConflictAbort(_abort_message(t, journal))
             for winner, loser in ((a, b), (b, a)):
-                won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal if entry[3] == winner.role]
+                won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal
+                       if entry[3] == winner.role and entry[0] not in kept]
                 if won:
                     self.counts += write_rows(loser, t.info, won, self.key if self.sync["makedelta"] else None)
             # journaled (and committed, autocommit) before the resolution commits: a crash between the two leaves
@@ -257,11 +270,12 @@ class SwapRun:
             return
         self.control.execute("""
             INSERT INTO pgrepl.conflict (sync, tablename, key, source_db, target_db, source_row, target_row,
-                                         rule, winner)
+                                         rule, winner, source_delta, target_delta)
             SELECT %(sync)s, %(table)s, k.key, %(source_db)s, %(target_db)s, e.source_row, e.target_row,
-                   %(rule)s, e.winner
-              FROM unnest(%(source_rows)s::jsonb[], %(target_rows)s::jsonb[], %(winners)s::text[])
-                   AS e(source_row, target_row, winner),
+                   coalesce(e.rule, %(rule)s), e.winner, e.source_delta, e.target_delta
+              FROM unnest(%(source_rows)s::jsonb[], %(target_rows)s::jsonb[], %(winners)s::text[],
+                          %(rules)s::text[], %(source_deltas)s::jsonb[], %(target_deltas)s::jsonb[])
+                   AS e(source_row, target_row, winner, rule, source_delta, target_delta),
                    LATERAL (SELECT jsonb_object_agg(col, coalesce(e.source_row -> col, e.target_row -> col)) AS key
                               FROM unnest(%(pkey)s::text[]) AS col) AS k
              WHERE e.winner <> 'abort' OR NOT EXISTS (
@@ -272,7 +286,10 @@ class SwapRun:
                              {"sync": self.name, "table": t.info.qualname, "source_db": self.a.db,
                               "target_db": self.b.db, "rule": t.rule, "pkey": list(t.info.pkey),
                               "source_rows": [e[1] for e in entries], "target_rows": [e[2] for e in entries],
-                              "winners": [_WINNER_NAMES[e[3]] for e in entries]})
+                              "winners": [_WINNER_NAMES[e[3]] for e in entries],
+                              "rules": [e[4] if len(e) > 4 else None for e in entries],
+                              "source_deltas": [e[5] if len(e) > 4 else None for e in entries],
+                              "target_deltas": [e[6] if len(e) > 4 else None for e in entries]})
 
     # --- truncate and sequences ------------------------------------------------------------------------------
 
@@ -316,12 +333,12 @@ class SwapRun:
                                (sql.SQL("{}").format(s.ident).as_string(loser.conn), value, called))
 
 
-_WINNER_NAMES = {"source": "source", "target": "target", "skip": "none", "abort": "abort"}
+_WINNER_NAMES = {"source": "source", "target": "target", "skip": "none", "abort": "abort", "both": "both"}
 
 
 def decide(rule: str, when: dict, key: tuple[str, ...]) -> str:
     """The winning side of a conflict on KEY: source, target, skip (neither) or abort."""
-    if rule == "latest":
+    if rule in ("latest", "merge"):   # merge: for the columns both sides changed, or a row inserted or deleted
         src, tgt = when["source"].get(key), when["target"].get(key)
         return "target" if tgt is not None and (src is None or tgt > src) else "source"
     return rule

@@ -43,6 +43,7 @@ from .relations import (  # noqa: F401
     remove_herd,
     remove_relation,
     set_standard_conflict,
+    update_tables,
 )
 from .runs import (  # noqa: F401
     finish_kicks,

@@ -26,7 +26,7 @@ def list_relations(conn: psycopg.Connection, kind: str | None = None) -> list[di
 
 
 def add_relations(conn: psycopg.Connection, db: str, tables: list[TableInfo], herd: str | None = None,
-                  standard_conflict: str | None = None) -> dict:
+                  standard_conflict: str | None = None, delta_columns: list[str] | None = None) -> dict:
     """Records TABLES of database DB in the catalog, and in HERD when given (created if missing).
     Returns {"herd_created": bool, "added": [qualname], "already": [qualname]} ("added" counts herd membership
     when a herd is given, catalog entries otherwise). Tables already in a sync's herd make that sync capture them."""
@@ -38,6 +38,8 @@ def add_relations(conn: psycopg.Connection, db: str, tables: list[TableInfo], he
     get_db(conn, db)
     if standard_conflict is not None and standard_conflict not in CONFLICT_RULES:
         raise Refused(f'Invalid standard_conflict "{standard_conflict}": must be one of {", ".join(CONFLICT_RULES)}')
+    if delta_columns:
+        _check_delta_columns(conn, db, tables, delta_columns)
     herd_created = False
     if herd is not None:
         check_name("herd", herd)
@@ -53,7 +55,7 @@ def add_relations(conn: psycopg.Connection, db: str, tables: list[TableInfo], he
         if herd_created:
             conn.execute("INSERT INTO pgrepl.herd (name) VALUES (%s)", (herd,))
         for t in tables:
-            rel_id, existed = _upsert_relation(conn, db, t, standard_conflict)
+            rel_id, existed = _upsert_relation(conn, db, t, standard_conflict, delta_columns)
             if herd is None:
                 (already if existed else added).append(t.qualname)
             elif conn.execute("INSERT INTO pgrepl.herd_member (herd, relation) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -67,18 +69,21 @@ def add_relations(conn: psycopg.Connection, db: str, tables: list[TableInfo], he
     return {"herd_created": herd_created, "added": added, "already": already}
 
 
-def _upsert_relation(conn, db: str, t: TableInfo, standard_conflict: str | None) -> tuple[int, bool]:
+def _upsert_relation(conn, db: str, t: TableInfo, standard_conflict: str | None,
+                     delta_columns: list[str] | None = None) -> tuple[int, bool]:
     row = conn.execute("SELECT id FROM pgrepl.relation WHERE db = %s AND schemaname = %s AND relname = %s",
                        (db, t.schemaname, t.relname)).fetchone()
     if row:
         conn.execute("UPDATE pgrepl.relation SET pkey = %s, pktype = %s, pktypname = %s, "
-                     "standard_conflict = coalesce(%s, standard_conflict) WHERE id = %s",
-                     (list(t.pkey), list(t.pktype), list(t.pktypname), standard_conflict, row[0]))
+                     "standard_conflict = coalesce(%s, standard_conflict), "
+                     "delta_columns = coalesce(%s, delta_columns) WHERE id = %s",
+                     (list(t.pkey), list(t.pktype), list(t.pktypname), standard_conflict, delta_columns, row[0]))
         return row[0], True
     rel_id = conn.execute(
-        "INSERT INTO pgrepl.relation (db, schemaname, relname, kind, pkey, pktype, pktypname, standard_conflict) "
-        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-        (db, t.schemaname, t.relname, t.kind, list(t.pkey), list(t.pktype), list(t.pktypname), standard_conflict),
+        "INSERT INTO pgrepl.relation (db, schemaname, relname, kind, pkey, pktype, pktypname, standard_conflict, "
+        "delta_columns) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+        (db, t.schemaname, t.relname, t.kind, list(t.pkey), list(t.pktype), list(t.pktypname), standard_conflict,
+         delta_columns or []),
     ).fetchone()[0]
     return rel_id, False
 
@@ -175,3 +180,53 @@ def set_standard_conflict(conn: psycopg.Connection, herd: str, rule: str | None)
         raise Refused(f'Invalid standard_conflict "{rule}": must be one of {", ".join(CONFLICT_RULES)}')
     conn.execute("UPDATE pgrepl.relation SET standard_conflict = %s WHERE id IN "
                  "(SELECT relation FROM pgrepl.herd_member WHERE herd = %s)", (rule, herd))
+    for s in syncs_of_herd_late(conn, herd):   # merge tracks changed columns: the capture follows the rule
+        if s["type"] == "swap":
+            from .syncs import _install_capture
+            _install_capture(conn, s)
+
+
+def _check_delta_columns(conn: psycopg.Connection, db: str, tables: list[TableInfo], columns: list[str]) -> None:
+    """Every table has each column, outside its key, of a type with + and - (refused before anything changes)."""
+    with member_connect(conn, db, "pgrepl describe") as src:
+        for t in tables:
+            if t.kind != "table":
+                raise Refused(f"{t.qualname} is a sequence: only tables have delta columns")
+            capture.check_delta_columns(src, t, columns)
+
+
+def update_tables(conn: psycopg.Connection, db: str, names: list[str], standard_conflict: str | None = None,
+                  delta_columns: list[str] | None = None) -> list[str]:
+    """Changes the rule and/or the delta columns ([] for none) of tables already in the catalog; the syncs that
+    read them capture accordingly from now on. Returns the tables changed."""
+    from .syncs import _install_capture  # syncs builds on this module: imported late
+    if standard_conflict is not None and standard_conflict not in CONFLICT_RULES:
+        raise Refused(f'Invalid standard_conflict "{standard_conflict}": must be one of {", ".join(CONFLICT_RULES)}')
+    known = [r for r in list_relations(conn, "table") if r["db"] == db]
+    rows = []
+    for name in names:
+        hits = [r for r in known if f'{r["schemaname"]}.{r["relname"]}' == name or r["relname"] == name]
+        if not hits:
+            raise NotFound(f'No table named "{name}" of database "{db}" in the catalog: `pgrepl add table` it first')
+        rows += [h for h in hits if h not in rows]
+    if delta_columns:
+        _check_delta_columns(conn, db, [relation_info(r) for r in rows], delta_columns)
+    with conn.transaction():
+        for r in rows:
+            conn.execute("UPDATE pgrepl.relation SET standard_conflict = coalesce(%s, standard_conflict), "
+                         "delta_columns = coalesce(%s, delta_columns) WHERE id = %s",
+                         (standard_conflict, delta_columns, r["id"]))
+    for herd in sorted({h for r in rows for h in r["herds"]}):
+        for s in syncs_of_herd_late(conn, herd):
+            _install_capture(conn, s)
+    return [f'{r["schemaname"]}.{r["relname"]}' for r in rows]
+
+
+def syncs_of_herd_late(conn: psycopg.Connection, herd: str) -> list[dict]:
+    from .syncs import syncs_of_herd  # syncs builds on this module: imported late
+    return syncs_of_herd(conn, herd)
+
+
+def capture_options(member: dict) -> capture.Options:
+    """What a swap sync's capture of a herd member records beyond keys."""
+    return capture.Options(tuple(member.get("delta_columns") or ()), member.get("standard_conflict") == "merge")

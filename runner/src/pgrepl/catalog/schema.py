@@ -11,9 +11,9 @@ from .. import passfile
 from ..db import connect
 from ..errors import PgreplError, Refused
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
-CONFLICT_RULES = ("source", "target", "latest", "skip", "abort")
+CONFLICT_RULES = ("source", "target", "latest", "skip", "abort", "merge")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Each entry upgrades the schema from the previous version: append, never edit a released one.
@@ -153,6 +153,15 @@ CREATE TABLE pgrepl.compare_repair (
     repaired    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX compare_repair_sync ON pgrepl.compare_repair (sync, repaired);
+"""
+# Swap syncs that keep every write: a table's additive columns (their net changes are added on the other side),
+# the merge rule (disjoint column changes both kept), and the net changes a `delta` resolution applied.
+MIGRATIONS[5] = """
+ALTER TABLE pgrepl.relation ADD COLUMN delta_columns text[] NOT NULL DEFAULT '{}';
+ALTER TABLE pgrepl.relation DROP CONSTRAINT IF EXISTS relation_standard_conflict_check;
+ALTER TABLE pgrepl.relation ADD CONSTRAINT relation_standard_conflict_check
+    CHECK (standard_conflict IN ('source', 'target', 'latest', 'skip', 'abort', 'merge'));
+ALTER TABLE pgrepl.conflict ADD COLUMN source_delta jsonb, ADD COLUMN target_delta jsonb;
 """
 
 

@@ -10,7 +10,7 @@ from .. import capture, delta, loops
 from ..capture import TableInfo
 from ..errors import NotFound, Refused
 from .databases import get_db, get_dbgroup, member_connect, sync_source
-from .relations import get_herd, herd_members, relation_info
+from .relations import capture_options, get_herd, herd_members, relation_info
 from .schema import SYNC_TYPES, _rows, check_name, notify_control
 from .settings import all_settings
 
@@ -116,6 +116,8 @@ def _install_capture(conn, sync: dict) -> None:
         return
     notify = all_settings(conn)["capture_notify"] == "on"
     tables = sync_tables(conn, sync)
+    options = {m["schemaname"] + "." + m["relname"]: capture_options(m)
+               for m in herd_members(conn, sync["herd"]) if m["kind"] == "table"} if sync["type"] == "swap" else {}
     for src_db, tgt_db in directions(sync):
         with sync_source(conn, src_db, sync["name"], "pgrepl install") as (src, name):
             if src_db == sync["source"]:
@@ -130,7 +132,7 @@ def _install_capture(conn, sync: dict) -> None:
                                       f'of swap sync "{sync["name"]}"')
                     local.append(hit[0])
             for t in local:
-                capture.install(src, t, name, notify, key_index=sync["type"] == "swap")
+                capture.install(src, t, name, notify, key_index=sync["type"] == "swap", options=options.get(t.qualname))
             delta.register_consumer(src, name, tgt_db)
 
 

@@ -105,14 +105,15 @@ def _add_db(a: Args, conn) -> int:
 
 
 def _add_relations(a: Args, conn, kind: str, names: list[str]) -> int:
-    known_attributes(a, kind, ("db", "herd", "standard_conflict") if kind == "table" else ("db", "herd"))
+    known_attributes(a, kind, ("db", "herd", "standard_conflict", "delta_columns") if kind == "table" else ("db", "herd"))
     db = a.kv.get("db") or a.opt("--db")
     if not db:
         raise Usage(f"add {kind}s needs db=NAME (the database they are in)")
     herd = a.opt("--herd") or a.kv.get("herd")
     include = names + a.opts.get("-t", [])
     tables = catalog.describe_source(conn, db, kind, include, a.opts.get("-T", []))
-    result = catalog.add_relations(conn, db, tables, herd, a.kv.get("standard_conflict"))
+    result = catalog.add_relations(conn, db, tables, herd, a.kv.get("standard_conflict"),
+                                   _columns(a.kv.get("delta_columns")))
     if a.verbose:
         if result["herd_created"]:
             out(f"Creating herd: {herd}")
@@ -166,7 +167,26 @@ def cmd_remove(a: Args, conn) -> int:
     return EXIT_OK
 
 
+def _columns(value: str | None) -> list[str] | None:
+    """delta_columns=a,b: a list; `delta_columns=` or `none`: no delta columns; absent: None (unchanged)."""
+    if value is None:
+        return None
+    return [] if value.strip().lower() in ("", "none") else [c.strip() for c in value.split(",") if c.strip()]
+
+
+def _update_tables(a: Args, conn) -> int:
+    known_attributes(a, "table", ("db", "standard_conflict", "delta_columns"))
+    if len(a.words) < 3 or "db" not in a.kv or not {"standard_conflict", "delta_columns"} & set(a.kv):
+        raise Usage("usage: pgrepl update table NAME... db=DB [standard_conflict=RULE] [delta_columns=COL,...|none]")
+    for q in catalog.update_tables(conn, a.kv["db"], a.words[2:], a.kv.get("standard_conflict"),
+                                   _columns(a.kv.get("delta_columns"))):
+        out(f'Updated table "{q}"')
+    return EXIT_OK
+
+
 def cmd_update(a: Args, conn) -> int:
+    if len(a.words) >= 2 and a.words[1] in ("table", "tables"):
+        return _update_tables(a, conn)
     if len(a.words) != 3 or a.words[1] != "sync" or not a.kv:
         raise Usage("usage: pgrepl update sync NAME [source=HERD] [targetdb=DB|targetgroup=GROUP] [type=TYPE] "
                     "[checktime=INTERVAL] [onetimecopy=0|1|2] [makedelta=yes|no]")

@@ -19,13 +19,15 @@ HELP = {
            "pgrepl add all tables db=NAME [-T TABLE]... [-t TABLE]... [--herd=HERD] [standard_conflict=RULE] "
            "[--verbose]\n"
            "pgrepl add all sequences db=NAME [--herd=HERD]\n"
-           "pgrepl add table NAME... db=NAME [herd=HERD] [standard_conflict=RULE]\n"
+           "pgrepl add table NAME... db=NAME [herd=HERD] [standard_conflict=RULE] [delta_columns=COL,...]\n"
            "pgrepl add sequence NAME... db=NAME [herd=HERD]\n"
            "pgrepl add dbgroup NAME DB...\n"
            "pgrepl add sync NAME source=HERD targetdb=DB|targetgroup=GROUP type=pushdelta|fullcopy|swap\n"
            "                [checktime=INTERVAL] [onetimecopy=0|1|2] [makedelta=yes|no]\n"
            "  Names are identifiers: letters, digits, underscores (no hyphen). -T excludes, -t includes a table.\n"
-           "  RULE (swap conflicts): source, target, latest, skip or abort. A pushdelta or swap sync needs a primary\n"
+           "  RULE (swap conflicts): source, target, latest, skip, abort or merge (disjoint column changes both kept).\n"
+           "  delta_columns (swap): additive columns; each side's net change is added on the other (docs/swap.md).\n"
+           "  A pushdelta or swap sync needs a primary\n"
            "  key (or a unique index on NOT NULL columns) on every table: use fullcopy for the others, and for\n"
            "  partitioned tables. An attribute a command does not know is refused.\n"
            "  onetimecopy=1 copies every table to the targets on the next run, 2 only to empty target tables.\n"
@@ -37,7 +39,9 @@ HELP = {
               "first. Removing a sync also removes its triggers and delta\n  stores from the databases where no "
               "other sync needs them.",
     "update": "pgrepl update sync NAME [source=HERD] [targetdb=DB|targetgroup=GROUP] [type=TYPE] [checktime=...] "
-              "...\n  Changes a sync in place: deactivated, changed, reactivated; captured changes are kept.",
+              "...\n  Changes a sync in place: deactivated, changed, reactivated; captured changes are kept.\n"
+              "pgrepl update table NAME... db=DB [standard_conflict=RULE] [delta_columns=COL,...|none]\n"
+              "  Changes tables' conflict rule or delta columns; their swap syncs capture accordingly from now on.",
     "start": "pgrepl start\n  Starts the daemon in the background (removes the stop file first). Under systemd, "
              "use the unit (it runs `pgrepl run`).",
     "stop": "pgrepl stop\n  Creates the stop file and stops the daemon; nothing starts while the stop file exists.",
