@@ -233,3 +233,24 @@ def test_notify_wakes_the_swap_from_either_side(env):
     env.wait_for(lambda: rows(env, SRC)[1] == "from target", timeout=10, what="target's write on the source")
     env.x(SRC, "UPDATE t SET v = 'from source' WHERE id = 2")
     env.wait_for(lambda: rows(env, TGT)[2] == "from source", timeout=10, what="source's write on the target")
+
+
+def test_a_column_named_like_the_row_alias_keeps_the_whole_row_image(env):
+    # the swap reads row images with an alias; a column of that name must not stand in for the row
+    for host in (SRC, TGT):
+        env.x(host, "CREATE TABLE odd (id int PRIMARY KEY, x text, d text, k text); "
+                    "INSERT INTO odd VALUES (1, 'x1', 'd1', 'k1')")
+    env.add_databases(SRC, TGT)
+    env.cli("add", "all", "tables", f"db=test1_{SRC}", "standard_conflict=latest", "herd=gamma")
+    env.cli("add", "sync", "sw", "source=gamma", f"targetdb=test1_{TGT}", "type=swap")
+    env.x(TGT, "UPDATE odd SET x = 'x-target', d = 'd-target' WHERE id = 1")
+    env.x(SRC, "UPDATE odd SET x = 'x-source', k = 'k-source' WHERE id = 1")     # later: latest picks it
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    for host in (SRC, TGT):
+        assert env.q(host, "SELECT id, x, d, k FROM odd") == [(1, "x-source", "d1", "k-source")]
+    _, text = env.cli("list", "conflicts", "sw", "--json")
+    (c,) = json.loads(text)
+    assert c["winner"] == "source"
+    assert c["source_row"] == {"id": 1, "x": "x-source", "d": "d1", "k": "k-source"}
+    assert c["target_row"] == {"id": 1, "x": "x-target", "d": "d-target", "k": "k1"}

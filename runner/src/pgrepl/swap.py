@@ -377,7 +377,7 @@ def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, 
     if not keys:
         return {}
     q = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join} ORDER BY {order} {lock}").format(
-        keytext=_key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x)::text" if images else "NULL"), t=table.ident,
+        keytext=_key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"), t=table.ident,
         keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey),
         order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey),
         lock=sql.SQL(("FOR UPDATE OF x SKIP LOCKED" if skip_locked else "FOR UPDATE OF x") if lock else ""))
