@@ -114,7 +114,8 @@ class World:
         path = self.tmp / "playbook.yml"
         path.write_text(yaml.safe_dump(plays, sort_keys=False))
         inventory = self.tmp / "inventory.ini"
-        inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PYTHON}\n")
+        inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PYTHON} "
+                             f"sync_runner_python={PYTHON}\n")
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                    ANSIBLE_LOCAL_TEMP=str(self.tmp / "ansible-tmp"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_DEPRECATION_WARNINGS="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
