@@ -124,3 +124,11 @@ def test_the_status_entry_point_shows_a_line_per_sync_of_this_runner(world):
     assert [line.split()[0] for line in lines] == ["benchdeltaalpha"]
     unknown = world.play(status, vars=dict(inv, sync_runner_status_syncs=["nosuchsync"]), expect_rc=2)
     assert "Not in the catalog of localhost: nosuchsync" in unknown.failed()["Check that the syncs asked for are this runner's"]
+
+
+def test_the_argument_specs_refuse_a_wrong_sync_type_before_anything_is_declared(world):
+    inv = inventory(world)
+    inv["pgrepl_syncs"][0]["type"] = "pushdleta"
+    run = world.play(DECLARE, vars=inv, expect_rc=2)
+    assert "pushdleta" in run.text and "pgrepl_syncs" in run.text, run.text[-3000:]
+    assert world.names("dbs") == []
