@@ -20,13 +20,19 @@ def shipped_wheel() -> Path:
     return wheel
 
 
-def deploy(*extra: str) -> None:
-    """site.yml's runner part on the lab, as make demo runs it."""
+def playbook(name: str, *args: str) -> str:
+    """A playbook of playbooks/ on the lab, as make demo runs them; its output."""
     env = dict(os.environ)
     env.pop("ANSIBLE_CONFIG", None)   # molecule's: the lab inventory's own settings, as in make demo
-    proc = subprocess.run(["ansible-playbook", "-i", "inventories/lab", "playbooks/site.yml", "--tags", "sync_runner",
-                           *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["ansible-playbook", "-i", "inventories/lab", f"playbooks/{name}", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def deploy(*extra: str) -> None:
+    """site.yml's runner part."""
+    playbook("site.yml", "--tags", "sync_runner", *extra)
 
 
 def version(name: str) -> str:
@@ -72,3 +78,11 @@ def test_a_newer_build_upgrades_the_runner_and_the_shipped_one_downgrades_it(tmp
     sql("master", f"UPDATE pgbench_accounts SET filler = '{value}' WHERE aid = 1")
     wait_for(lambda: sql("slave", "SELECT trim(filler) FROM pgbench_accounts WHERE aid = 1") == value, 30,
              "the update on slave after the upgrade")
+
+
+def test_status_yml_shows_a_line_per_sync_on_its_runner():
+    out = playbook("status.yml")
+    for sync in ("benchdeltaalpha", "benchcopybeta", "benchswapgamma"):   # every one has run (test_default.py)
+        assert re.search(rf'"{sync} \(\w+, active\): [^;"]*; last good: \d{{4}}-', out), (sync, out[-4000:])
+    only = playbook("status.yml", "-e", "status_syncs=benchswapgamma")
+    assert "benchswapgamma (swap, active)" in only and "benchdeltaalpha" not in only, only[-4000:]
