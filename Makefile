@@ -49,6 +49,7 @@ collection: venv
 
 lint: venv
 	ruff check .
+	antsibull-changelog lint
 	shellcheck lab/*.sh scripts/*.sh .ci/run
 	scripts/lint-collection.sh
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the pgrepl.cluster collection into .tmp/dist/ and installs that tarball into .tmp/collections/, where the
-# Makefile points ANSIBLE_COLLECTIONS_PATH: playbooks run the collection as users get it, not the work tree.
+# Builds the runner's wheel into roles/sync_runner/files/, the pgrepl.cluster collection into .tmp/dist/, and
+# installs that tarball into .tmp/collections/, where the Makefile points ANSIBLE_COLLECTIONS_PATH: playbooks run
+# the collection as users get it, not the work tree.
 # Offline: Ansible Galaxy is not needed. The dependencies (community.postgresql, ...) come with the `ansible`
 # package of the venv, so the tarball is installed with --no-deps and each dependency is checked to be there.
 set -euo pipefail
@@ -15,6 +16,8 @@ version=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[
 tarball=$dist/pgrepl-cluster-$version.tar.gz
 
 mkdir -p "$dist" "$collections"
+# The runner, as the sync_runner role installs it on the hosts: a wheel in the role's files/ (not in git).
+echo "Built the runner: $(basename "$(scripts/build-wheel.sh roles/sync_runner/files)")"
 rm -f "$dist"/pgrepl-cluster-*.tar.gz
 ansible-galaxy collection build --force --output-path "$dist" . >/dev/null
 ansible-galaxy collection install --force --no-deps -p "$collections" "$tarball" >/dev/null

@@ -7,6 +7,7 @@ and lives under a directory that the caller owns and removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -110,6 +111,22 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def running_clusters(base: Path, ports: dict[str, int]):
+    """A cluster per name of PORTS, on its port, under BASE, started; stopped and removed afterwards (a session
+    fixture of the runner and module tests)."""
+    base.mkdir(parents=True, exist_ok=True)
+    found = {name: LocalCluster(name, port, base / name) for name, port in ports.items()}
+    try:
+        for c in found.values():
+            c.init().start()
+        yield found
+    finally:
+        for c in found.values():
+            c.stop("immediate")     # those that run
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def table_checksum(cluster: LocalCluster, dbname: str, table: str) -> tuple[int, str]:

@@ -125,6 +125,15 @@ class PgreplModule(object):
         except NotFound:
             return None
 
+    def not_declared_yet(self, missing, refusal, consequence=''):
+        """MISSING (words such as 'database test1_slave') are not in the catalog. A real run fails with REFUSAL; check
+        mode assumes an earlier task of the play declares them, and says so in the notes (with CONSEQUENCE)."""
+        if missing and not self.check_mode:
+            self.fail(refusal)
+        for what in missing:
+            self.notes.append('check mode: %s is not in the catalog yet (an earlier task would add it)%s'
+                              % (what, consequence))
+
     def check_name(self, kind, name):
         """Names are refused before anything else, in check mode too."""
         self.run(catalog.check_name, kind, name)

@@ -106,12 +106,11 @@ def main():
         m.exit(current, {}, dbgroup={})
 
     members = sorted(set(m.params['members']))
-    for member in members:
-        if m.lookup(catalog.get_db, member) is None:
-            if not m.check_mode:
-                m.fail('No database named "%s" (member of database group "%s"): declare it first with '
-                       'pgrepl.cluster.pg_repl_db' % (member, name))
-            m.notes.append('check mode: database %s is not in the catalog yet (an earlier task would add it)' % member)
+    missing = [d for d in members if m.lookup(catalog.get_db, d) is None]
+    if missing:
+        m.not_declared_yet(['database %s' % d for d in missing],
+                           'No database named "%s" (member of database group "%s"): declare it first with '
+                           'pgrepl.cluster.pg_repl_db' % (missing[0], name))
     after = dict(name=name, members=members)
     if current is None:
         m.actions.append('add database group %s with members %s' % (name, ', '.join(members) or '(none)'))

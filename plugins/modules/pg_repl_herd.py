@@ -216,12 +216,10 @@ def main():
         m.fail('Herd "%s" holds tables of database "%s": a herd has one source database. Remove the herd first '
                '(state=absent), or put the tables of "%s" in another herd' % (name, current['db'], db))
     if m.lookup(catalog.get_db, db) is None:
-        if not m.check_mode:
-            m.fail('No database named "%s" (source of herd "%s"): declare it first with pgrepl.cluster.pg_repl_db'
-                   % (db, name))
         # check mode, the database is declared by an earlier task: its tables cannot be listed yet
-        m.notes.append('check mode: database %s is not in the catalog yet (an earlier task would add it): the '
-                       'tables of herd %s are resolved on the real run' % (db, name))
+        m.not_declared_yet(['database %s' % db], 'No database named "%s" (source of herd "%s"): declare it first with '
+                           'pgrepl.cluster.pg_repl_db' % (db, name),
+                           ': the tables of herd %s are resolved on the real run' % name)
         m.actions.extend(['add herd %s' % name] * (current is None) +
                          ['add the declared tables and sequences of database %s to herd %s' % (db, name)])
         m.exit(before, dict(name=name, db=db), herd=dict(name=name, db=db))

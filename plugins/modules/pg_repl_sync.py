@@ -191,11 +191,9 @@ def missing_refs(m, p):
     refs = [('herd', catalog.get_herd, p['source']), ('database', catalog.get_db, p['targetdb']),
             ('database group', catalog.get_dbgroup, p['targetgroup'])]
     missing = ['%s %s' % (kind, name) for kind, getter, name in refs if name and m.lookup(getter, name) is None]
-    if missing and not m.check_mode:
-        m.fail('Sync "%s" refers to %s, not in the catalog: declare it first (pgrepl.cluster.pg_repl_herd, '
-               'pg_repl_db, pg_repl_dbgroup)' % (p['name'], ', '.join(missing)))
-    for what in missing:
-        m.notes.append('check mode: %s is not in the catalog yet (an earlier task would add it)' % what)
+    if missing:
+        m.not_declared_yet(missing, 'Sync "%s" refers to %s, not in the catalog: declare it first '
+                           '(pgrepl.cluster.pg_repl_herd, pg_repl_db, pg_repl_dbgroup)' % (p['name'], ', '.join(missing)))
     return missing
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from pgcluster import LocalCluster  # noqa: E402
+from pgcluster import LocalCluster, running_clusters  # noqa: E402
 from pgrepl import catalog  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_MODULE_TEST_DIR", "/tmp/pgrepl-module-tests"))
@@ -58,14 +57,8 @@ def collections_path() -> str:
 
 @pytest.fixture(scope="session")
 def clusters():
-    BASE.mkdir(parents=True, exist_ok=True)
-    found = {name: LocalCluster(name, port, BASE / name) for name, port in PORTS.items()}
-    for c in found.values():
-        c.init().start()
-    yield found
-    for c in found.values():
-        c.stop("immediate")
-    shutil.rmtree(BASE, ignore_errors=True)
+    with running_clusters(BASE, PORTS) as found:
+        yield found
 
 
 class Run:
@@ -114,7 +107,8 @@ class World:
         path = self.tmp / "playbook.yml"
         path.write_text(yaml.safe_dump(plays, sort_keys=False))
         inventory = self.tmp / "inventory.ini"
-        inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PYTHON}\n")
+        inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PYTHON} "
+                             f"sync_runner_python={PYTHON}\n")
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                    ANSIBLE_LOCAL_TEMP=str(self.tmp / "ansible-tmp"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_DEPRECATION_WARNINGS="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")

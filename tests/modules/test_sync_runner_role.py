@@ -108,3 +108,27 @@ def test_the_replication_password_is_no_log_in_the_argument_specs():
     for role in ("sync_runner", "postgresql"):
         spec = yaml.safe_load((ROOT / f"roles/{role}/meta/argument_specs.yml").read_text())
         assert spec["argument_specs"]["main"]["options"]["pgrepl_replication_password"]["no_log"] is True, role
+
+
+def test_the_status_entry_point_shows_a_line_per_sync_of_this_runner(world):
+    """playbooks/status.yml's part: pg_repl_info's status, a line per sync, only those asked for when named."""
+    inv = inventory(world)
+    world.play(DECLARE, vars=inv)
+    status = [{"name": "status", "ansible.builtin.include_role": {"name": "pgrepl.cluster.sync_runner",
+                                                                  "tasks_from": "status"}}]
+    lines = world.play(status, vars=inv)["Show it"]["msg"]
+    assert [line.split()[0] for line in lines] == ["benchcopybeta", "benchdeltaalpha"]
+    assert lines[1].startswith("benchdeltaalpha (pushdelta, active): no worker yet; last good: none; last bad: none")
+
+    lines = world.play(status, vars=dict(inv, sync_runner_status_syncs=["benchdeltaalpha"]))["Show it"]["msg"]
+    assert [line.split()[0] for line in lines] == ["benchdeltaalpha"]
+    unknown = world.play(status, vars=dict(inv, sync_runner_status_syncs=["nosuchsync"]), expect_rc=2)
+    assert "Not in the catalog of localhost: nosuchsync" in unknown.failed()["Check that the syncs asked for are this runner's"]
+
+
+def test_the_argument_specs_refuse_a_wrong_sync_type_before_anything_is_declared(world):
+    inv = inventory(world)
+    inv["pgrepl_syncs"][0]["type"] = "pushdleta"
+    run = world.play(DECLARE, vars=inv, expect_rc=2)
+    assert "pushdleta" in run.text and "pgrepl_syncs" in run.text, run.text[-3000:]
+    assert world.names("dbs") == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pgcluster import LocalCluster, table_checksum  # noqa: E402
+from pgcluster import LocalCluster, running_clusters, table_checksum  # noqa: E402
 from pgrepl import cli  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_TEST_DIR", "/tmp/pgrepl-tests"))
@@ -25,14 +24,8 @@ PORTS = {"master": _PORT, "slave": _PORT + 1, "master2": _PORT + 2}
 
 @pytest.fixture(scope="session")
 def clusters():
-    BASE.mkdir(parents=True, exist_ok=True)
-    found = {name: LocalCluster(name, port, BASE / name) for name, port in PORTS.items()}
-    for c in found.values():
-        c.init().start()
-    yield found
-    for c in found.values():
-        c.stop("immediate")
-    shutil.rmtree(BASE, ignore_errors=True)
+    with running_clusters(BASE, PORTS) as found:
+        yield found
 
 
 class Env:
