@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap clean
+.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
@@ -76,6 +76,10 @@ lab-down:
 
 bench: venv
 	$(PY) bench/bench.py
+	$(PY) bench/compare.py
+
+bench-compare: venv
+	$(PY) bench/compare.py
 
 bench-swap: venv
 	$(PY) bench/swap_lag.py

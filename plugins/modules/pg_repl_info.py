@@ -107,6 +107,14 @@ status:
   elements: dict
   sample: [{"name": "benchdeltaalpha", "state": {"state": "idle", "pid": 4242}, "tables": 3,
             "last_good": {"target": "test1_slave", "inserts": 10, "updates": 120, "deletes": 0}, "last_bad": null}]
+compares:
+  description:
+    - Per sync, the result of its last C(pgrepl compare) (or M(pgrepl.cluster.pg_repl_compare)), as
+      C(pgrepl compare --json) printed it for that sync; syncs never compared are left out.
+  returned: always
+  type: dict
+  sample: {"benchdeltaalpha": {"equal": true, "rows": 1000010, "differences": 0, "repaired": false,
+            "finished": "2026-11-29T18:02:11+00:00", "tables": []}}
 settings:
   description: Every setting of the runner and its value (C(pgrepl show all)).
   returned: always
@@ -116,13 +124,18 @@ settings:
 
 from ansible_collections.pgrepl.cluster.plugins.module_utils.control import PgreplModule, catalog, plain  # noqa: E402
 
+try:
+    from pgrepl import compare_sync
+except ImportError:  # PgreplModule says what is missing
+    compare_sync = None
+
 
 def main():
     m = PgreplModule(dict())
     conn = m.connect()
     if conn is None:
         m.module.exit_json(changed=False, installed=False, dbs=[], dbgroups=[], herds=[], tables=[], sequences=[],
-                           syncs=[], status=[], settings={}, notes=m.notes)
+                           syncs=[], status=[], compares={}, settings={}, notes=m.notes)
     dbs = []
     for db in m.run(catalog.list_dbs, conn):
         db['has_password'] = catalog.has_password(db)
@@ -136,6 +149,7 @@ def main():
         sequences=m.run(catalog.list_relations, conn, 'sequence'),
         syncs=m.run(catalog.list_syncs, conn),
         status=m.run(catalog.status, conn),
+        compares=m.run(compare_sync.last_results, conn),
         settings=m.run(catalog.all_settings, conn),
     )
     conn.close()

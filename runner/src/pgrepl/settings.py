@@ -73,6 +73,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("fullcopy_delete_method", "delete", "how a fullcopy empties a target table: delete or truncate",
             _choice("delete", "truncate")),
     Setting("fullcopy_analyze", "yes", "ANALYZE target tables after a fullcopy", _choice("yes", "no")),
+    Setting("compare_block_size", "1000",
+            "rows per block that `pgrepl compare` hashes on both sides; only differing blocks are read key by key",
+            _number(10, 10_000_000, True)),
+    Setting("compare_wait", "30",
+            "seconds `pgrepl compare` waits for a sync to apply past its snapshot before it looks again at the keys "
+            "that differed; keys whose changes are still not applied then are not differences",
+            _number(0, 86400)),
     Setting("days_back", "3", "how many days of run history `status` looks at", _number(1, 3650, True)),
     Setting("default_email_from", "", "sender of the runner's alert emails", _email_list),
     Setting("default_email_to", "", "recipients of alert emails (comma separated); empty: no emails", _email_list),
