@@ -30,7 +30,7 @@ test: deps venv
 	$(MAKE) --no-print-directory test-faults
 	$(call step,"module tests (ansible-playbook against local clusters)")
 	$(MAKE) --no-print-directory test-modules
-	$(call step,"molecule scenarios on the lab (default, failover-of-a-target, topology)")
+	$(call step,"molecule scenarios on the lab (default, failover-of-a-target, topology, upgrade)")
 	$(MAKE) --no-print-directory test-molecule
 
 deps:

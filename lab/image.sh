@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Builds the lab's image, a bare Debian 12 host with systemd, unless it exists already; prints its name.
-# This file is the whole recipe: the image is tagged with its hash, so editing it means a rebuild and
-# leaving it alone means none.
+# Builds the lab's image, a bare Debian host with systemd, unless it exists already; prints its name.
+#   lab/image.sh [SUITE]   bookworm (Debian 12, the default) or trixie (Debian 13, the upgrade's new host)
+# This file and the suite are the whole recipe: the image is tagged with their hash, so editing it means a
+# rebuild and leaving it alone means none.
 set -euo pipefail
 lab=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=$lab/containers.conf
+suite=${1:-bookworm}
+case $suite in
+  bookworm | trixie) ;;
+  *) echo "image.sh: unknown suite $suite (bookworm or trixie)" >&2; exit 2 ;;
+esac
 
-hash=$(sha256sum "$lab/image.sh" | cut -c1-12)
-image=localhost/pgrepl-lab:$hash
+hash=$({ cat "$lab/image.sh"; echo "$suite"; } | sha256sum | cut -c1-12)
+image=localhost/pgrepl-lab:$suite-$hash
 if podman image exists "$image"; then
   echo "$image"
   exit 0
@@ -22,7 +28,8 @@ packages=(
   ca-certificates netbase iproute2 iputils-ping procps cron
 )
 
-# Debian's mirrors as this host's apt is configured (one-line or deb822 sources alike).
+# Debian's mirrors as this host's apt is configured (one-line or deb822 sources alike). This host runs bookworm:
+# another suite comes from the same mirrors.
 # shellcheck disable=SC2016 # $(REPO_URI) is apt's placeholder, not the shell's
 mirror_of() {
   apt-get indextargets --format '$(REPO_URI)' 'Identifier: Packages' 'Origin: Debian' "Release: $1" | awk 'NR == 1'
@@ -36,17 +43,17 @@ fi
 rootfs=$(mktemp -d /var/tmp/pgrepl-lab-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 mkdir -p "$lab/../.lab"
-log=$(cd "$lab/../.lab" && pwd)/image-build.log
+log=$(cd "$lab/../.lab" && pwd)/image-build-$suite.log
 echo "==> building $image from $mirror (log: $log)" >&2
-if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" bookworm "$rootfs" "$mirror" >"$log" 2>&1; then
+if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" "$suite" "$rootfs" "$mirror" >"$log" 2>&1; then
   tail -n 20 "$log" >&2
   exit 1
 fi
 
 # The containers use the same mirrors as this host, point releases and security updates included.
-for suite in bookworm bookworm-updates bookworm-security; do
-  uri=$(mirror_of "$suite")
-  if [[ -n $uri ]]; then echo "deb $uri $suite main"; fi
+for pocket in "" -updates -security; do
+  uri=$(mirror_of "bookworm$pocket")
+  if [[ -n $uri ]]; then echo "deb $uri $suite$pocket main"; fi
 done >"$rootfs/etc/apt/sources.list"
 
 # An empty machine-id: systemd gives each container its own at boot.

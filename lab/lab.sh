@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The lab: three Debian 12 hosts running systemd, as podman containers on their own network.
-#   lab/lab.sh up      build the image if its recipe changed; create and start whatever is missing
+# The lab: three Debian 12 hosts running systemd, as podman containers on their own network, and on demand a
+# fourth, master3, Debian 13 (the new host of an upgrade, playbooks/upgrade.yml).
+#   lab/lab.sh up [HOST...]   build the images if their recipe changed; create and start whatever is missing of
+#                             HOST... (default: master slave master2; add master3 to have it too)
 #   lab/lab.sh down    remove the containers and the network (the image and .lab/apt-archives stay: rebuilding
 #                      the one and downloading the other again are slow)
 #   lab/lab.sh status  containers, addresses, systemd state
@@ -14,8 +16,11 @@ export CONTAINERS_CONF=$lab/containers.conf
 network=pgrepl-lab
 subnet=10.11.12.0/24
 gateway=10.11.12.1
-hosts=(master slave master2)
-declare -A address=([master]=10.11.12.241 [slave]=10.11.12.242 [master2]=10.11.12.243)
+all_hosts=(master slave master2 master3)
+hosts=(master slave master2) # those `up` starts unless told which
+declare -A address=([master]=10.11.12.241 [slave]=10.11.12.242 [master2]=10.11.12.243 [master3]=10.11.12.244)
+# Debian release of each host (lab/image.sh SUITE): bookworm unless said here.
+declare -A suite=([master3]=trixie)
 
 die() {
   echo "lab.sh: $*" >&2
@@ -68,7 +73,7 @@ ensure_network() {
 ensure_container() {
   local host=$1 image=$2 name=pgrepl-$1 other
   local args=(--name "$name" --hostname "$host" --network "$network" --ip "${address[$host]}")
-  for other in "${hosts[@]}"; do
+  for other in "${all_hosts[@]}"; do
     [[ $other == "$host" ]] || args+=(--add-host "$other:${address[$other]}")
   done
   # The .debs apt downloads stay on this machine, in the project's .lab/apt-archives/HOST (apt's own cache
@@ -114,34 +119,41 @@ wait_booted() {
   esac
 }
 
-# Images of older recipes go, except those a container still uses (podman refuses to remove them).
+# Images of older recipes of SUITE go, except those a container still uses (podman refuses to remove them).
 prune_images() {
-  local keep=$1 old
+  local release=$1 keep=$2 old
   for old in $(podman images --filter reference=localhost/pgrepl-lab --format '{{.Repository}}:{{.Tag}}'); do
-    [[ $old == "$keep" ]] || podman rmi "$old" >/dev/null 2>&1 || true
+    [[ $old == "$keep" || $old != localhost/pgrepl-lab:$release-* ]] || podman rmi "$old" >/dev/null 2>&1 || true
   done
 }
 
 up() {
-  local image host
-  image=$("$lab/image.sh")
+  local host s
+  declare -A image=()
+  [[ $# -eq 0 ]] || hosts=("$@")
+  for host in "${hosts[@]}"; do
+    [[ -n ${address[$host]:-} ]] || die "no host $host (hosts: ${all_hosts[*]})"
+    s=${suite[$host]:-bookworm}
+    [[ -n ${image[$s]:-} ]] || image[$s]=$("$lab/image.sh" "$s")
+  done
   remember_ip_forward
   ensure_network
-  for host in "${hosts[@]}"; do ensure_container "$host" "$image"; done
+  for host in "${hosts[@]}"; do ensure_container "$host" "${image[${suite[$host]:-bookworm}]}"; done
   for host in "${hosts[@]}"; do wait_booted "$host"; done
-  prune_images "$image"
+  for s in "${!image[@]}"; do prune_images "$s" "${image[$s]}"; done
   status
 }
 
 down() {
   local host
-  for host in "${hosts[@]}"; do podman rm -f --ignore --time 10 "pgrepl-$host" >/dev/null; done
+  for host in "${all_hosts[@]}"; do podman rm -f --ignore --time 10 "pgrepl-$host" >/dev/null; done
   if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
   restore_host
 }
 
 status() {
   local host name s
+  hosts=("${all_hosts[@]}")
   if podman network exists "$network"; then echo "network $network $subnet"; else echo "network $network: absent"; fi
   for host in "${hosts[@]}"; do
     name=pgrepl-$host
@@ -156,6 +168,7 @@ status() {
 }
 
 case ${1:-} in
-  up | down | status) "$1" ;;
-  *) die "usage: lab/lab.sh up|down|status" ;;
+  up) shift; up "$@" ;;
+  down | status) "$1" ;;
+  *) die "usage: lab/lab.sh up [HOST...]|down|status" ;;
 esac

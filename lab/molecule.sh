@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The molecule scenarios of extensions/molecule/ on the lab (make test-molecule), one after the other: they share
-# the three containers, and each starts from fresh ones (lab/lab.sh down, then up).
+# the containers, and each starts from fresh ones (lab/lab.sh down, then up).
 #   default               create, converge (site.yml), idempotence, verify (testinfra, a runner upgrade), destroy
 #   failover-of-a-target  create, converge, idempotence, side_effect (slave down during load), verify, destroy
 #   topology              two hosts -> the founding document's three -> a sync pruned (then idempotence); destroy
+#   upgrade               master and master3 only: create, converge, side_effect (upgrade.yml under pgbench,
+#                         pgbench on master3, rollback.yml), verify, destroy
 # Their shared settings: extensions/molecule/config.yml.
-#   lab/molecule.sh [SCENARIO...]   all three by default; prints how long each took.
+#   lab/molecule.sh [SCENARIO...]   all four by default; prints how long each took.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -40,7 +42,7 @@ topology() {
 }
 
 scenarios=("$@")
-[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(default failover-of-a-target topology)
+[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(default failover-of-a-target topology upgrade)
 for s in "${scenarios[@]}"; do
   [[ -f extensions/molecule/$s/molecule.yml ]] || { echo "molecule.sh: no scenario $s" >&2; exit 2; }
 done
