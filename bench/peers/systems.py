@@ -136,7 +136,7 @@ class Bucardo(System):
 
     def _run(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(["bucardo", "--bucardorc", str(self.base / "rc"), *args], capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, cwd=self.base)   # it leaves restart notes in its cwd
         if check and out.returncode:
             raise SystemExit(f"bucardo {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
         return out.stdout
