@@ -38,11 +38,11 @@ from bench import DURABLE, raw_copy, tps  # noqa: E402
 class Profile:
     scale: int = 10
     rounds: int = 2
-    tps_seconds: int = 20
-    lag_seconds: int = 30
+    tps_seconds: int = 15
+    lag_seconds: int = 20
     rate: int = 200
     ladder: list[int] = field(default_factory=lambda: [100, 200, 400, 800, 1600])
-    step_seconds: int = 15
+    step_seconds: int = 10
 
 
 QUICK = Profile(scale=1, rounds=1, tps_seconds=5, lag_seconds=10, ladder=[100, 400], step_seconds=8)
