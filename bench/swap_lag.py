@@ -1,11 +1,12 @@
 """Swap benchmark: replication lag both ways and conflicts per second under steady pgbench load on both masters.
 
-Two durable PostgreSQL 15 clusters on 127.0.0.1:55481-55482 under /tmp/pgrepl-bench-swap, pgbench scale 10,
-a swap sync of the pgbench tables but pgbench_history plus a probe table, standard_conflict latest. pgbench runs
+Two durable PostgreSQL 15 clusters on 127.0.0.1:55481-55482 (BENCH_PORT) under /tmp/pgrepl-bench-swap (BENCH_DIR),
+pgbench scale 10, a swap sync of the pgbench tables but pgbench_history plus a probe table, standard_conflict latest. pgbench runs
 TPC-B at a fixed rate on each side (`-R`); meanwhile a probe on each side commits a new value into its own row of
 the probe table every ~100 ms and times how long the value takes to be visible on the other side (same clock:
 one machine). Prints p50/p99 lag per direction and conflicts per second; docs/benchmarks.md records a run.
-`make bench-swap` runs it (BENCH_RATE per side, default 500; BENCH_SECONDS, default 60).
+`make bench-swap` runs it (BENCH_RATE per side, default 500; BENCH_SECONDS, default 60; BENCH_PROBE_INTERVAL,
+default 0.02, 0: polling only).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from pgcluster import PGBENCH, LocalCluster  # noqa: E402
 
 from bench import DURABLE, pgrepl  # noqa: E402
 
-BASE = Path("/tmp/pgrepl-bench-swap")
+BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-swap"))
+PORT = int(os.environ.get("BENCH_PORT", "55481"))
 RATE = int(os.environ.get("BENCH_RATE", "500"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
 POLL = os.environ.get("BENCH_POLL_INTERVAL", "0.5")
+PROBE = os.environ.get("BENCH_PROBE_INTERVAL", "0.02")   # 0: polling only, as before watch.py
 
 
 def probe(writer: LocalCluster, reader: LocalCluster, row: int, until: float, lags: list[float]) -> None:
@@ -59,8 +62,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def main() -> None:
     shutil.rmtree(BASE, ignore_errors=True)
-    one = LocalCluster("master2", 55481, BASE / "master2").init(DURABLE).start()
-    two = LocalCluster("master", 55482, BASE / "master").init(DURABLE).start()
+    one = LocalCluster("master2", PORT, BASE / "master2").init(DURABLE).start()
+    two = LocalCluster("master", PORT + 1, BASE / "master").init(DURABLE).start()
     daemon = None
     try:
         for c in (one, two):
@@ -71,7 +74,7 @@ def main() -> None:
         two.createdb("pgrepl")
         control = two.dsn("pgrepl")
         pgrepl(control, "install")
-        pgrepl(control, "set", f"piddir={BASE / 'run'}", f"poll_interval={POLL}")
+        pgrepl(control, "set", f"piddir={BASE / 'run'}", f"poll_interval={POLL}", f"probe_interval={PROBE}")
         for name, c in (("test1_master2", one), ("test1_master", two)):
             pgrepl(control, "add", "database", "test1", f"name={name}", "host=127.0.0.1", f"port={c.port}",
                    "user=postgres")
@@ -97,7 +100,7 @@ def main() -> None:
         tps = [float(re.search(r"tps = ([\d.]+)", out).group(1)) for out in outputs]
         conflicts = two.query("pgrepl", "SELECT count(*) FROM pgrepl.conflict")[0][0]
         bad = two.query("pgrepl", "SELECT count(*) FROM pgrepl.run WHERE state = 'bad'")[0][0]
-        print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s: "
+        print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s, probe_interval {PROBE} s: "
               f"TPS master2 {tps[0]:.0f}, master {tps[1]:.0f}")
         print("| direction | samples | lag p50 | lag p99 | max |")
         print("|---|---|---|---|---|")
