@@ -52,23 +52,34 @@ def vm_hwm_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def start_pair(base: Path, port: int) -> tuple[LocalCluster, LocalCluster]:
+    """A source and a target cluster, durable, on PORT and PORT+1 under BASE (emptied first)."""
+    shutil.rmtree(base, ignore_errors=True)
+    return (LocalCluster("source", port, base / "source").init(DURABLE).start(),
+            LocalCluster("target", port + 1, base / "target").init(DURABLE).start())
+
+
+def declare_pair(src: LocalCluster, tgt: LocalCluster, base: Path, scale: int, *settings: str) -> str:
+    """pgbench tables at SCALE on both, a control database on the source with both declared; its conninfo."""
+    for c in (src, tgt):
+        c.createdb("test1")
+        c.pgbench("test1", "-i", "-q", "-s", str(scale))
+    src.createdb("pgrepl")
+    control = src.dsn("pgrepl")
+    pgrepl(control, "install")
+    pgrepl(control, "set", f"piddir={base / 'run'}", *settings)
+    for name, c in (("source", src), ("target", tgt)):
+        pgrepl(control, "add", "database", "test1", f"name={name}", "host=127.0.0.1", f"port={c.port}",
+               "user=postgres")
+    return control
+
+
 def main() -> None:
-    shutil.rmtree(BASE, ignore_errors=True)
-    src = LocalCluster("source", 55471, BASE / "source").init(DURABLE).start()
-    tgt = LocalCluster("target", 55472, BASE / "target").init(DURABLE).start()
+    src, tgt = start_pair(BASE, 55471)
     daemon = None
     try:
-        for c in (src, tgt):
-            c.createdb("test1")
-            c.pgbench("test1", "-i", "-q", "-s", "10")
-        src.createdb("pgrepl")
-        control = src.dsn("pgrepl")
+        control = declare_pair(src, tgt, BASE, 10, "fullcopy_delete_method=truncate", "fullcopy_analyze=no")
         env = dict(os.environ, PGREPL_CONTROL=control)
-        pgrepl(control, "install")
-        pgrepl(control, "set", f"piddir={BASE / 'run'}", "fullcopy_delete_method=truncate", "fullcopy_analyze=no")
-        for name, c in (("source", src), ("target", tgt)):
-            pgrepl(control, "add", "database", "test1", f"name={name}", "host=127.0.0.1", f"port={c.port}",
-                   "user=postgres")
         rows = []
 
         base_tps = tps(src)

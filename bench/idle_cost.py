@@ -10,7 +10,6 @@ query of an autocommit session is one) are counted. `python bench/idle_cost.py`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from pgcluster import LocalCluster  # noqa: E402
 
-from bench import DURABLE, pgrepl  # noqa: E402
+from bench import declare_pair, pgrepl, start_pair  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-idle"))
 PORT = int(os.environ.get("BENCH_PORT", "55495"))
@@ -38,20 +37,9 @@ def commits(src: LocalCluster) -> int:
 
 
 def main() -> None:
-    shutil.rmtree(BASE, ignore_errors=True)
-    src = LocalCluster("source", PORT, BASE / "source").init(DURABLE).start()
-    tgt = LocalCluster("target", PORT + 1, BASE / "target").init(DURABLE).start()
+    src, tgt = start_pair(BASE, PORT)
     try:
-        for c in (src, tgt):
-            c.createdb("test1")
-            c.pgbench("test1", "-i", "-q", "-s", "1")
-        src.createdb("pgrepl")
-        control = src.dsn("pgrepl")
-        pgrepl(control, "install")
-        pgrepl(control, "set", f"piddir={BASE / 'run'}")
-        for name, c in (("source", src), ("target", tgt)):
-            pgrepl(control, "add", "database", "test1", f"name={name}", "host=127.0.0.1", f"port={c.port}",
-                   "user=postgres")
+        control = declare_pair(src, tgt, BASE, 1)
         pgrepl(control, "add", "all", "tables", "db=source", "-T", "pgbench_history", "--herd=alpha")
         pgrepl(control, "add", "sync", "delta", "source=alpha", "targetdb=target", "type=pushdelta")
         print("| setting | worker CPU (% of a core) | source transactions/s |\n|---|---|---|")
