@@ -2,7 +2,7 @@
 fast probe (probe_interval, default) and without it (polling only), nothing written meanwhile.
 
 Two clusters on 127.0.0.1:PORT and PORT+1 (BENCH_PORT, default 55495) under BENCH_DIR (/tmp/pgrepl-bench-idle), pgbench
-scale 1, the three pgbench tables in a sync. Each setting: the worker is left idle 5 s, then for BENCH_SECONDS
+scale 1, the three pgbench tables in a sync. Each setting: the worker, once started, is left idle 5 s, then for BENCH_SECONDS
 (default 30) its CPU time (/proc/PID/stat) and the source database's xact_commit (pg_stat_database: every
 query of an autocommit session is one) are counted. `python bench/idle_cost.py`.
 """
@@ -48,8 +48,12 @@ def main() -> None:
             daemon = subprocess.Popen([sys.executable, "-m", "pgrepl", "run"],
                                       env=dict(os.environ, PGREPL_CONTROL=control), stderr=subprocess.DEVNULL)
             try:
-                time.sleep(5)
-                pid = int((BASE / "run" / "pgrepl.sync.delta.pid").read_text())
+                pidfile = BASE / "run" / "pgrepl.sync.delta.pid"
+                deadline = time.monotonic() + 120
+                while not pidfile.exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(5)   # past its start: idle from now on
+                pid = int(pidfile.read_text())
                 cpu0, n0, t0 = cpu_seconds(pid), commits(src), time.monotonic()
                 time.sleep(SECONDS)
                 cpu1, n1, t1 = cpu_seconds(pid), commits(src), time.monotonic()
