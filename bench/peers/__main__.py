@@ -109,6 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="scale 1, one round, short steps (a smoke test)")
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--scale", type=int, help="pgbench scale (100,000 accounts each; default 10)")
     ap.add_argument("--systems", default=",".join(systems.SYSTEMS), help="comma-separated, from: "
                     + ", ".join(systems.SYSTEMS))
     ap.add_argument("--port", type=int, default=55491, help="the source's port; the target's is the next one")
@@ -118,6 +119,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the clusters and systems are stopped on the way out
     p = QUICK if args.quick else Profile()
     p.rounds = args.rounds or p.rounds
+    p.scale = args.scale or p.scale
     names = args.systems.split(",")
     shutil.rmtree(args.dir, ignore_errors=True)
     conf = dict(DURABLE, wal_level="logical")

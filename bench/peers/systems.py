@@ -159,13 +159,13 @@ class Bucardo(System):
         self.resume()
 
     def _syncruns(self) -> int:
-        return self.src.query("bucardo", "SELECT count(*) FROM bucardo.syncrun WHERE ended IS NOT NULL")[0][0]
+        return self.src.query("bucardo", "SELECT count(*) FROM bucardo.syncrun")[0][0]
 
     def resume(self) -> None:
         before = self._syncruns()
         self._run("start", "--log-destination", str(self.base))
-        # Bucardo kicks its syncs at startup; a run that ended proves the kid is up
-        wait_for("Bucardo's first run", lambda: self._syncruns() > before, timeout=300, step=0.5)
+        # Bucardo kicks its syncs at startup; a run that started proves the kid is up (it may last: a backlog)
+        wait_for("Bucardo's first run", lambda: self._syncruns() > before, timeout=900, step=0.5)
 
     def _pids(self) -> list[int]:
         pids = []
