@@ -138,12 +138,12 @@ def main() -> None:
                 t0 = time.monotonic()
                 r = one(systems.SYSTEMS[name](src, tgt, args.dir), p, src, tgt)
                 results[name].append(r)
+                (args.dir / "results.json").write_text(json.dumps(results, indent=1))   # a cut run keeps its rounds
                 print(f"round {rnd + 1} {name} ({time.monotonic() - t0:.0f} s): "
                       + ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float | int)), flush=True)
     finally:
         for c in (src, tgt):
             c.stop("immediate")
-    (args.dir / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\n{started}, pgbench scale {p.scale}, {p.rounds} round(s), median (min–max):\n")
     print(table(results, names))
     for path in plots.draw(results, names, ROWS, args.plots, "-quick" if args.quick else ""):

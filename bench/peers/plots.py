@@ -40,7 +40,7 @@ def draw(results: dict[str, list[dict]], names: list[str], rows: list, outdir: P
     ladder = outdir / f"bench-peers-ladder{suffix}.png"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n in names:
-        steps = results[n][-1]["ladder"] if results[n] else []
+        steps = results[n][-1].get("ladder", []) if results[n] else []
         if steps:
             ax.plot([rate for rate, _ in steps], [s["p99"] * 1000 for _, s in steps], marker="o",
                     label=systems.SYSTEMS[n].label, color=systems.SYSTEMS[n].color)
