@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare clean
+.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare bench-peers clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
@@ -84,6 +84,10 @@ bench-compare: venv
 
 bench-swap: venv
 	$(PY) bench/swap_lag.py
+
+## pgrepl, Bucardo 5.6 and native logical replication side by side (about 40 minutes; ARGS=--quick: a few).
+bench-peers: deps venv
+	$(PY) bench/peers $(ARGS)
 
 clean: lab-down
 	rm -rf $(VENV) .tmp

@@ -1,11 +1,12 @@
 """Swap benchmark: replication lag both ways and conflicts per second under steady pgbench load on both masters.
 
-Two durable PostgreSQL 15 clusters on 127.0.0.1:55481-55482 under /tmp/pgrepl-bench-swap, pgbench scale 10,
-a swap sync of the pgbench tables but pgbench_history plus a probe table, standard_conflict latest. pgbench runs
+Two durable PostgreSQL 15 clusters on 127.0.0.1:55481-55482 (BENCH_PORT) under /tmp/pgrepl-bench-swap (BENCH_DIR),
+pgbench scale 10, a swap sync of the pgbench tables but pgbench_history plus a probe table, standard_conflict latest. pgbench runs
 TPC-B at a fixed rate on each side (`-R`); meanwhile a probe on each side commits a new value into its own row of
 the probe table every ~100 ms and times how long the value takes to be visible on the other side (same clock:
 one machine). Prints p50/p99 lag per direction and conflicts per second; docs/benchmarks.md records a run.
-`make bench-swap` runs it (BENCH_RATE per side, default 500; BENCH_SECONDS, default 60).
+`make bench-swap` runs it (BENCH_RATE per side, default 500; BENCH_SECONDS, default 60;
+BENCH_PROBE_INTERVAL, default 0.02, 0: polling only).
 
 It does so for each of BENCH_MODES (default latest,delta,merge): `latest` is the plain swap capture; `delta`
 declares the balances as delta columns; `merge` sets standard_conflict=merge (changed columns tracked). For each
@@ -36,14 +37,15 @@ from pgcluster import PGBENCH, LocalCluster  # noqa: E402
 
 from bench import DURABLE, pgrepl  # noqa: E402
 
-BASE = Path("/tmp/pgrepl-bench-swap")
+BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-swap"))
+PORT = int(os.environ.get("BENCH_PORT", "55481"))
 RATE = int(os.environ.get("BENCH_RATE", "500"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
 POLL = os.environ.get("BENCH_POLL_INTERVAL", "0.5")
-PORT = int(os.environ.get("BENCH_SWAP_PORT", "55481"))
 MODES = os.environ.get("BENCH_MODES", "latest,delta,merge").split(",")
 CAPTURE_SECONDS = int(os.environ.get("BENCH_CAPTURE_SECONDS", "15"))
 BALANCES = {"pgbench_accounts": "abalance", "pgbench_tellers": "tbalance", "pgbench_branches": "bbalance"}
+PROBE = os.environ.get("BENCH_PROBE_INTERVAL", "0.02")   # 0: polling only, as before watch.py
 
 
 def probe(writer: LocalCluster, reader: LocalCluster, row: int, until: float, lags: list[float]) -> None:
@@ -96,7 +98,7 @@ def run_mode(mode: str) -> dict:
         two.createdb("pgrepl")
         control = two.dsn("pgrepl")
         pgrepl(control, "install")
-        pgrepl(control, "set", f"piddir={BASE / 'run'}", f"poll_interval={POLL}")
+        pgrepl(control, "set", f"piddir={BASE / 'run'}", f"poll_interval={POLL}", f"probe_interval={PROBE}")
         for name, c in (("test1_master2", one), ("test1_master", two)):
             pgrepl(control, "add", "database", "test1", f"name={name}", "host=127.0.0.1", f"port={c.port}",
                    "user=postgres")

@@ -4,6 +4,8 @@ set -euo pipefail
 packages=(
   # local PostgreSQL clusters for the runner and module tests, pgbench for workloads
   postgresql-15 postgresql-plperl-15 postgresql-client-15 libpq5
+  # make bench-peers: Bucardo 5.6 beside pgrepl and native logical replication
+  bucardo
   # the .venv
   python3 python3-venv python3-pip
   # the lab: rootful podman (runc; netavark + iptables for its bridge network, aardvark-dns for networks with

@@ -62,6 +62,20 @@ def columns(conn: psycopg.Connection, table: TableInfo) -> list[str]:
     return [r[0] for r in rows]
 
 
+def columns_of(conn: psycopg.Connection, tables: list[TableInfo]) -> dict[str, list[str]]:
+    """columns() of several tables in one round trip, by qualified name."""
+    names = [sql.SQL("{}").format(t.ident).as_string(conn) for t in tables]
+    rows = conn.execute("SELECT n.name, array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attname IS NOT NULL) "
+                        "FROM unnest(%s::text[]) AS n(name) LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(n.name) "
+                        "AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' GROUP BY n.name",
+                        (names,)).fetchall()
+    found = dict(rows)
+    for t, name in zip(tables, names, strict=True):
+        if not found.get(name):
+            raise psycopg.errors.UndefinedTable(f"table {t.qualname} does not exist")
+    return {t.qualname: found[name] for t, name in zip(tables, names, strict=True)}
+
+
 COPY_CHUNK = 128 * 1024   # bytes per write to the target: psycopg's largest single write
 
 
@@ -291,13 +305,15 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                   on_batch: Callable[[Counts], None] = lambda c: None) -> tuple[Counts, bool]:
     """Applies every change of the interval to the target, batch by batch, resuming after iv.cursor. Each batch
     is whole source transactions across every table, in one target transaction; tables truncated in the interval
-    are copied whole by the first batch. Returns (counts, finished); finished is False when should_stop() asked
-    to stop between batches."""
+    are copied whole by the first batch. Returns (counts, finished); finished: every change is applied and the
+    interval closed (its last batch closes it at once: one source commit fewer than a cursor then a close);
+    False when should_stop() asked to stop between batches."""
     counts = Counts()
     tgt_caps = {}
     if makedelta and capture.has_schema(tgt):
         tgt_caps = {(c.table.schemaname, c.table.relname): c for c in capture.captures(tgt)}
-    cols = {cap.id: columns(src, cap.table) for cap in caps}
+    by_name = columns_of(src, [cap.table for cap in caps])
+    cols = {cap.id: by_name[cap.table.qualname] for cap in caps}
     truncated: set[int] | None = None
     while not should_stop():
         batch_counts = Counts()
@@ -310,21 +326,25 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
             upto, last = delta.next_cut(src, iv, by_key, batch_size)
             whole = [c for c in caps if c.id in truncated] if iv.cursor is None else []
             if upto is None and not whole:
-                return counts, True   # (close_interval records an interval that found nothing)
-            with tgt.transaction():
-                begin_replica(tgt)
-                for cap in whole:
-                    tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
-                    batch_counts += copy_table(src, tgt, cap.table, cols[cap.id], delete_method)
-                    if tcap is not None:  # the whole table changed: cascade it as a truncate
-                        tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
-                                    (tcap.id, origin))
-                for cap in by_key if upto is not None else ():
-                    batch = delta.read_keys(src, iv, cap, upto)
-                    if batch is not None:
+                last = True   # nothing (more) to apply: the interval closes, recorded or not
+            else:
+                with tgt.transaction():
+                    begin_replica(tgt)
+                    for cap in whole:
                         tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
-                        batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)
-        delta.advance(src, iv, [upto or ""])
+                        batch_counts += copy_table(src, tgt, cap.table, cols[cap.id], delete_method)
+                        if tcap is not None:  # the whole table changed: cascade it as a truncate
+                            tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
+                                        (tcap.id, origin))
+                    for cap in by_key if upto is not None else ():
+                        batch = delta.read_keys(src, iv, cap, upto)
+                        if batch is not None:
+                            tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
+                            batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)
+        if last:
+            delta.close_interval(src, iv)
+        else:
+            delta.advance(src, iv, [upto or ""])
         counts += batch_counts
         on_batch(batch_counts)
         if last:

@@ -109,6 +109,13 @@ def has_new_changes(conn: psycopg.Connection, sync: str, caps: list[Capture], do
     """Cheap check: is anything committed since `done` for this sync? (uses the (txid, key) index)"""
     if not caps:
         return False
+    return conn.execute(sql.SQL("SELECT {}").format(new_changes_query(caps)),
+                        {"done": done, "sync": sync, "ids": [c.id for c in caps]}).fetchone()[0]
+
+
+def new_changes_query(caps: list[Capture]) -> sql.Composed:
+    """EXISTS (a delta row or a truncate of CAPS committed past %(done)s, not written by %(sync)s); %(ids)s: the
+    captures' ids. One index probe per table: LIMIT 1 each."""
     probes = [sql.SQL(
         "SELECT 1 FROM {d} WHERE txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
         "AND NOT pg_visible_in_snapshot(txid, %(done)s::pg_snapshot) "
@@ -118,8 +125,7 @@ def has_new_changes(conn: psycopg.Connection, sync: str, caps: list[Capture], do
         "SELECT 1 FROM pgrepl.truncate_log WHERE capture_id = ANY(%(ids)s) "
         "AND txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) AND NOT pg_visible_in_snapshot(txid, %(done)s::pg_snapshot) "
         "AND pg_visible_in_snapshot(txid, pg_current_snapshot()) AND origin IS DISTINCT FROM %(sync)s"))
-    q = sql.SQL("SELECT EXISTS ({})").format(sql.SQL(" UNION ALL ").join(sql.SQL("({} LIMIT 1)").format(p) for p in probes))
-    return conn.execute(q, {"done": done, "sync": sync, "ids": [c.id for c in caps]}).fetchone()[0]
+    return sql.SQL("EXISTS ({})").format(sql.SQL(" UNION ALL ").join(sql.SQL("({} LIMIT 1)").format(p) for p in probes))
 
 
 def open_interval(conn: psycopg.Connection, sync: str, target: str, now: bool = False) -> Interval:

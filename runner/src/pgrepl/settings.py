@@ -57,6 +57,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("capture_notify", "off",
             "on: capture triggers NOTIFY the runner at once (costs a global lock at commit); off: polling only",
             _choice("on", "off")),
+    Setting("probe_interval", "0.02",
+            "seconds between two fast looks for new changes between polls: one query per source, which reads no "
+            "table unless a transaction committed there since the last look; doubles while nothing commits, up to "
+            "10 times this (at most poll_interval). 0: no fast looks, only polls", _number(0, 3600)),
     Setting("retry_min", "1", "seconds before the first retry of a failed run", _number(0.1, 3600)),
     Setting("retry_max", "60", "longest wait between retries of a failed run (backoff doubles up to it)",
             _number(0.1, 86400)),

@@ -84,8 +84,8 @@ def _work(control, settings: dict, sync: dict, key: str, should_stop: Callable[[
     b = _side(d.tgt, sync["targets"][0], "target")
     tables = sync_tables(control, sync)
     guard.check(sync["name"], key, [t.info for t in tables], (a.db, d.src), (b.db, d.tgt))
-    if probe:
-        return any(_has_work(s, o, key, tables) for s, o in ((a, b), (b, a)))
+    if probe:   # both sides probed (no short cut): each gets its fast probe (watch.py)
+        return any([_has_work(d, s, o, key, tables) for s, o in ((a, b), (b, a))])
     return SwapRun(control, settings, sync, key, a, b, tables, catalog.sync_tables(control, sync, "sequence"),
                    should_stop).run()
 
@@ -96,9 +96,11 @@ def _side(conn: psycopg.Connection, db: str, role: str) -> Side:
     return Side(db, role, conn, caps, commit_ts=on)
 
 
-def _has_work(side: Side, other: Side, sync: str, tables: list[Table]) -> bool:
+def _has_work(d, side: Side, other: Side, sync: str, tables: list[Table]) -> bool:
     done, pending = delta.consumer_position(side.conn, sync, other.db)[:2]
-    return pending is not None or delta.has_new_changes(side.conn, sync, [side.cap(t.info) for t in tables], done)
+    caps = [side.cap(t.info) for t in tables]
+    d.watch(side.conn, sync, other.db, caps, done)
+    return pending is not None or delta.has_new_changes(side.conn, sync, caps, done)
 
 
 def sync_tables(control: psycopg.Connection, sync: dict) -> list[Table]:
@@ -147,7 +149,7 @@ class SwapRun:
         there, holding the batch's other locks, would deadlock with applications that lock tables in another
         order): they are applied just after, table by table, waiting for those locks. False when asked to stop."""
         caps = [src.cap(t.info) for t in tables]
-        cols = {t.info.qualname: apply.columns(src.conn, t.info) for t in tables}
+        cols = apply.columns_of(src.conn, [t.info for t in tables])
         while not self.should_stop():
             clashes, busy = [], []
             with src.conn.transaction():

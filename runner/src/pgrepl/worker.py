@@ -30,8 +30,10 @@ from pathlib import Path
 import psycopg
 
 from . import alert, apply, capture, catalog, delta, guard, lease, swap
+from .capture import Capture
 from .db import connect, member_conninfo, session_options
 from .errors import PgreplError
+from .watch import Prober, Watch
 
 log = logging.getLogger("pgrepl")
 LEASE_RETRY = 2.0          # seconds between two tries of a busy lease
@@ -144,12 +146,26 @@ class _Direction:
         self.tgt: psycopg.Connection | None = None
         self.failures = 0
         self.retry_at = 0.0
+        self.watches: dict[str, Watch] = {}   # per consumer target: what the fast probe looks for (watch.py)
+
+    def watch(self, conn: psycopg.Connection, sync: str, target: str, caps: list[Capture], done: str) -> None:
+        """After a full poll: the fast probe looks on CONN for SYNC's changes to TARGET past DONE."""
+        w = self.watches.get(target)
+        if w is None or w.conn is not conn or w.caps != caps:
+            self.watches[target] = Watch(conn, sync, target, caps, done)
+        else:
+            w.done, w.found = done, False
+
+    def found(self) -> bool:
+        """The last probe found changes to apply in this direction."""
+        return any(w.found for w in self.watches.values())
 
     def close(self) -> None:
         for c in (self.src, self.tgt):
             if c is not None:
                 c.close()
         self.src = self.tgt = None
+        self.watches.clear()
 
 
 class SyncWorker:
@@ -176,6 +192,9 @@ class SyncWorker:
         self.control = catalog.open_control(self.control_conninfo)
         self.control.execute("SELECT set_config('application_name', %s, false)", (lease.application_name(self.pid),))
         self.control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
+        # a worker's writes in the control database are its run history and state: not worth a disk flush each
+        # (a crash loses at most the last few run records, never a position: positions live in the sources)
+        self.control.execute("SET synchronous_commit = off")
         self.source_name = catalog.source_name(self.control, self.name)
         self.stopper.watch(self.control)
         self.settings = catalog.all_settings(self.control)
@@ -229,15 +248,23 @@ class SyncWorker:
 
     def _loop(self) -> None:
         last_check = time.monotonic()
+        prober = Prober()
+        polled_at = 0.0
+        self.fast = False   # this round was started by the probe (watch.py), not by a poll, a kick or a NOTIFY
         while not self.stopper.stopping and not self._orphaned():
-            try:
-                sync = catalog.get_sync(self.control, self.name)
-            except PgreplError:
-                return  # removed
-            if sync["status"] != "active":
-                return
-            self.settings = catalog.all_settings(self.control)
-            kicks = catalog.take_kicks(self.control, self.name)
+            if self.fast and time.monotonic() - polled_at < float(self.settings["poll_interval"]):
+                sync, kicks = self.sync, []   # as the last poll read them: a run costs fewer round trips
+            else:
+                self.fast = False
+                try:
+                    sync = catalog.get_sync(self.control, self.name)
+                except PgreplError:
+                    return  # removed
+                if sync["status"] != "active":
+                    return
+                self.settings = catalog.all_settings(self.control)
+                kicks = catalog.take_kicks(self.control, self.name)
+                self.sync, self.tables, polled_at = sync, {}, time.monotonic()
             if sync["type"] == "fullcopy":
                 due = bool(kicks) or self._checktime_due(sync)
                 good = self._fullcopy(sync, kicks) if due else True
@@ -251,8 +278,31 @@ class SyncWorker:
             if retry:
                 wait = min(wait, max(min(retry), 0.05))
             listened = [self.control] + [c for d in self.directions.values() for c in (d.src, d.tgt) if c is not None]
-            self.stopper.wait(listened, wait if time.monotonic() - last_check < 600 else 0)
+            prober.configure(float(self.settings["probe_interval"]), float(self.settings["poll_interval"]))
+            watches = [w for d in self.directions.values() for w in d.watches.values()]
+            self.fast = self._wait(listened, watches, prober, wait if time.monotonic() - last_check < 600 else 0)
             last_check = time.monotonic()
+
+    def _wait(self, conns: list[psycopg.Connection], watches: list[Watch], prober: Prober, timeout: float) -> bool:
+        """Sleeps until TIMEOUT, a notification or a signal; meanwhile, every probe step (watch.py), looks on the
+        sources for new changes and returns as soon as there are some: True then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            step = prober.step if watches and prober.interval else left
+            if self.stopper.wait(conns, min(left, step)) or left <= step or self.stopper.stopping:
+                return False
+            try:
+                if prober.look(watches):
+                    return True
+            except psycopg.Error:
+                return False   # a source went away: the poll reconnects, and records the failure if it persists
+
+    def _sync_tables(self, sync: dict, kind: str = "table") -> list:
+        """The sync's tables (or sequences), read once per poll."""
+        if kind not in self.tables:
+            self.tables[kind] = catalog.sync_tables(self.control, sync, kind)
+        return self.tables[kind]
 
     def _checktime_due(self, sync: dict) -> bool:
         if not sync["checktime"]:
@@ -292,7 +342,9 @@ class SyncWorker:
                 d.tgt = self._connect(d.target, listen=kind == "swap" and self.settings["capture_notify"] == "on")
                 if kind == "swap":
                     self._lease(d.tgt, d.source)
-            if kind in ("delta", "swap") and kick is None and not work(d, probe=True):
+            # a probe that found changes of this direction stands for the run's own look for work
+            if kind in ("delta", "swap") and kick is None and not (self.fast and d.found()) \
+                    and not work(d, probe=True):
                 return True
             self._state("running")
             run_id = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
@@ -355,8 +407,8 @@ class SyncWorker:
         return f"\nblocked by {'; '.join(found)}" if found else ""
 
     def _fullcopy(self, sync: dict, kicks: list[int]) -> bool:
-        tables = catalog.sync_tables(self.control, sync)
-        seqs = catalog.sync_tables(self.control, sync, "sequence")
+        tables = self._sync_tables(sync)
+        seqs = self._sync_tables(sync, "sequence")
         kick = kicks[-1] if kicks else None
         method = self.settings["fullcopy_delete_method"]
         analyze = self.settings["fullcopy_analyze"] == "yes"
@@ -374,8 +426,8 @@ class SyncWorker:
         if sync["type"] == "swap":
             return swap.run(self, sync, kicks)
         kick = kicks[-1] if kicks else None
-        tables = catalog.sync_tables(self.control, sync)
-        seqs = catalog.sync_tables(self.control, sync, "sequence")
+        tables = self._sync_tables(sync)
+        seqs = self._sync_tables(sync, "sequence")
         work = functools.partial(self._push, sync, tables, seqs)
         results = [self.run_direction(self.direction(*pair), "delta", kick, work)
                    for pair in catalog.directions(sync)]
@@ -390,6 +442,7 @@ class SyncWorker:
         caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
         done, pending = delta.consumer_position(d.src, self.source_name, d.target)[:2]
         onetime = sync["onetimecopy"]
+        d.watch(d.src, self.source_name, d.target, caps, done)
         if probe:
             return onetime != 0 or pending is not None or delta.has_new_changes(d.src, self.source_name, caps, done)
         counts = apply.Counts()
@@ -406,8 +459,8 @@ class SyncWorker:
                                           origin=self.source_name, makedelta=sync["makedelta"], delete_method=method,
                                           should_stop=lambda: self.stopper.stopping)
         counts += c
-        if finished:
-            delta.close_interval(d.src, iv)
+        if finished:   # the interval is closed: its end is the new `done`
+            d.watch(d.src, self.source_name, d.target, caps, iv.pending or done)
             apply.copy_sequences(d.src, d.tgt, seqs)
         return counts
 

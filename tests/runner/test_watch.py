@@ -1,0 +1,35 @@
+"""The fast probe between polls (watch.py): a change is applied without waiting for the next poll, and a source
+where nothing committed is told so by its snapshot alone."""
+
+import psycopg
+from pgrepl import capture, catalog, delta
+from pgrepl.watch import Watch
+from test_daemon import items_sync
+
+
+def test_a_change_is_applied_before_the_next_poll(env):
+    items_sync(env)
+    env.cli("set", "poll_interval=600")   # the full poll comes once at start, then in ten minutes
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'first')")
+    env.wait_same("master", "slave", "items")
+    env.x("master", "INSERT INTO items VALUES (2, 'second')")
+    env.wait_for(lambda: env.q("slave", "SELECT count(*) FROM items WHERE id = 2") == [(1,)], timeout=20,
+                 what="the second row applied (poll_interval is 600s: only the probe can have seen it)")
+
+
+def test_the_probe_reads_no_table_until_something_commits(env):
+    items_sync(env)
+    with psycopg.connect(env.control, autocommit=True) as control:
+        sync = catalog.source_name(control, "itemsync")
+    with psycopg.connect(env.c["master"].dsn("test1"), autocommit=True) as src:
+        caps = capture.captures(src)
+        done = delta.consumer_position(src, sync, "test1_slave")[0]
+        w = Watch(src, sync, "test1_slave", caps, done)
+        assert (w.changed(), w.moved) == (False, True)     # the first look has no snapshot to compare with
+        assert (w.changed(), w.moved) == (False, False)     # nothing committed: the delta stores are not read
+        assert (w.changed(), w.moved) == (False, False)
+        env.x("master", "CREATE TABLE other (id int); INSERT INTO other VALUES (1)")
+        assert (w.changed(), w.moved) == (False, True)      # a commit elsewhere: looked, nothing of this sync
+        env.x("master", "INSERT INTO items VALUES (1, 'captured')")
+        assert (w.changed(), w.moved) == (True, True)
