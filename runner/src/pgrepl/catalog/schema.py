@@ -11,7 +11,7 @@ from .. import passfile
 from ..db import connect
 from ..errors import PgreplError, Refused
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 6
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
 CONFLICT_RULES = ("source", "target", "latest", "skip", "abort")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -130,6 +130,22 @@ ALTER TABLE pgrepl.db ADD COLUMN sslmode text
     CHECK (sslmode IN ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'));
 ALTER TABLE pgrepl.db ADD COLUMN sslrootcert text;
 """
+# Progress of long work (a fullcopy, an onetimecopy, a catch-up of a big backlog), written by its worker about
+# once a second, so that `pgrepl status`, `kick --wait` and the metrics can say rows done / total, rate and ETA.
+MIGRATIONS[6] = """
+CREATE TABLE IF NOT EXISTS pgrepl.progress (
+    sync      text NOT NULL,
+    target    text NOT NULL,
+    kind      text NOT NULL,               -- fullcopy, onetimecopy, catchup
+    run       bigint,
+    total     bigint,                      -- NULL: not known (yet)
+    done      bigint NOT NULL DEFAULT 0,
+    started   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished  timestamptz,
+    PRIMARY KEY (sync, target)
+);
+"""
 
 
 # --- install and connection ----------------------------------------------------------------------------------
@@ -173,7 +189,8 @@ def install(conninfo: str, notes: list[str] | None = None) -> tuple[bool, int]:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgrepl.install'))")
             current = schema_version(conn) or 0
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            # numbers may have gaps while branches add theirs: each one above the current version, in order
+            for version in sorted(v for v in MIGRATIONS if current < v <= SCHEMA_VERSION):
                 if current and version in BEFORE_MIGRATION:
                     BEFORE_MIGRATION[version](conn, notes)
                 conn.execute(MIGRATIONS[version])
