@@ -50,6 +50,7 @@ collection: venv
 lint: venv
 	ruff check .
 	shellcheck lab/*.sh scripts/*.sh .ci/run
+	scripts/check-alert-rules.sh
 	scripts/lint-collection.sh
 
 test-runner: venv
