@@ -25,7 +25,7 @@ def parse_listen(value: str) -> tuple[str, int] | None:
     value = value.strip()
     if value in ("", "off"):
         return None
-    host, _, port = value.rpartition(":")
+    host, port = value.rsplit(":", 1)
     return host.strip("[]"), int(port)
 
 

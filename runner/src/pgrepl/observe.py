@@ -31,13 +31,17 @@ _APPLIED = """d.txid < pg_snapshot_xmax(co.done) AND pg_visible_in_snapshot(d.tx
    AND d.origin IS DISTINCT FROM co.sync"""
 
 
-def _backlog_query(caps: list[capture.Capture]) -> sql.Composed:
-    per_capture = sql.SQL(" UNION ALL ").join(sql.SQL("""
+_PER_CAPTURE = sql.SQL("""
 SELECT co.sync, co.target, o.n, o.oldest, a.captured AS applied
   FROM co JOIN pgrepl.subscription s ON s.sync = co.sync AND s.capture_id = {id}
  CROSS JOIN LATERAL (SELECT count(*) AS n, min(d.captured) AS oldest FROM {delta} d WHERE {owed}) o
   LEFT JOIN LATERAL (SELECT d.captured FROM {delta} d WHERE {applied} ORDER BY d.txid DESC LIMIT 1) a ON true""")
-        .format(id=sql.Literal(c.id), delta=c.delta, owed=sql.SQL(_OWED), applied=sql.SQL(_APPLIED)) for c in caps)
+
+
+def _backlog_query(caps: list[capture.Capture]) -> sql.Composed:
+    per_capture = sql.SQL(" UNION ALL ").join(
+        _PER_CAPTURE.format(id=sql.Literal(c.id), delta=c.delta, owed=sql.SQL(_OWED), applied=sql.SQL(_APPLIED))
+        for c in caps)
     return sql.SQL("""
 WITH co AS (SELECT sync, target, done, pending, cursor, updated FROM pgrepl.consumer WHERE sync = ANY(%(syncs)s)),
 per AS ({per_capture})
@@ -116,7 +120,7 @@ class Sources:
         for db, pairs in sorted(by_source.items()):
             try:
                 conn = self.get(db)
-                found = backlog(conn, {qualified[s["name"]] for s, _ in pairs})
+                found = backlog(conn, {qualified[s["name"]] for s, _target in pairs})
                 out["sources"][db] = delta_store(conn)
             except (psycopg.Error, PgreplError) as e:
                 self.conns.pop(db, None)

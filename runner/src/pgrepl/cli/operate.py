@@ -34,7 +34,7 @@ def cmd_kick(a: Args, conn) -> int:
         return EXIT_OK
     deadline = time.monotonic() + float(wait)
     results: dict[str, str | None] = dict.fromkeys(names)
-    bar, looked = Bar(), 0.0
+    shown, looked = Bar(), 0.0
     while time.monotonic() < deadline and None in results.values():
         for name, kick_id in kicks.items():
             if results[name] is None:
@@ -44,9 +44,9 @@ def cmd_kick(a: Args, conn) -> int:
                 looked = time.monotonic()
                 for p in catalog.progress(conn, [n for n, r in results.items() if r is None]):
                     if p["running"] and p["kick"] in kicks.values():
-                        bar.show(f'{p["sync"]} -> {p["target"]}', p, looked)
+                        shown.show(f'{p["sync"]} -> {p["target"]}', p, looked)
             time.sleep(0.1)
-    bar.done()
+    shown.done()
     code = EXIT_OK
     for name, result in results.items():
         if result is None:
