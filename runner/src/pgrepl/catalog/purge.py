@@ -12,6 +12,7 @@ from .syncs import parse_interval
 
 # --- purge ---------------------------------------------------------------------------------------------------
 
+
 def purge_delta(conn: psycopg.Connection, keep: str) -> list[tuple[str, str]]:
     """Bucardo's bucardo_purge_delta on every database where a sync captures: deletes the captured keys that
     every consumer has applied and that are older than KEEP. Returns (db, report) pairs."""

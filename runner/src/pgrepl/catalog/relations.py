@@ -14,6 +14,7 @@ from .schema import CONFLICT_RULES, _rows, check_name
 
 # --- tables, sequences, herds --------------------------------------------------------------------------------
 
+
 def relation_info(row: dict) -> TableInfo:
     return TableInfo(row["schemaname"], row["relname"], row["kind"], tuple(row["pkey"]), tuple(row["pktype"]),
                      tuple(row["pktypname"]))

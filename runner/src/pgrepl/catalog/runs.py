@@ -14,6 +14,7 @@ from .syncs import get_sync, list_syncs
 
 # --- daemon state, runs, kicks -------------------------------------------------------------------------------
 
+
 def set_state(conn: psycopg.Connection, sync: str, state: str, pid: int | None = None,
               started: bool = False) -> None:
     conn.execute("INSERT INTO pgrepl.sync_state (sync, state, pid, since, started) "

@@ -10,6 +10,7 @@ from ..settings import SETTINGS, validate
 
 # --- settings ------------------------------------------------------------------------------------------------
 
+
 def all_settings(conn: psycopg.Connection) -> dict[str, str]:
     values = {name: s.default for name, s in SETTINGS.items()}
     values.update(dict(conn.execute("SELECT name, value FROM pgrepl.setting").fetchall()))
