@@ -51,6 +51,7 @@ lint: venv
 	ruff check .
 	antsibull-changelog lint
 	shellcheck lab/*.sh scripts/*.sh .ci/run
+	scripts/check-alert-rules.sh
 	scripts/lint-collection.sh
 
 test-runner: venv

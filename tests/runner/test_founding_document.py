@@ -67,12 +67,12 @@ def test_master_slave_walkthrough(pgbench_env):
     _, text = e.cli("status")
     lines = text.splitlines()
     assert lines[0].startswith("Days back: 3 User: postgres Database: pgrepl PID of pgrepl MCP: ")
-    assert lines[1].split() == ["Name", "Type", "State", "PID", "Last", "good", "Time", "I/U/D", "Last", "bad",
-                                "Time"]
+    assert lines[1].split() == ["Name", "Type", "State", "PID", "Backlog", "Lag", "Last", "good", "Time", "I/U/D",
+                                "Last", "bad", "Time"]
     copy_row = next(line.split() for line in lines if line.startswith("benchcopybeta"))
-    assert copy_row[1:3] == ["F", "idle"] and copy_row[6] == "3/0/1"
+    assert copy_row[1:3] == ["F", "idle"] and copy_row[4:6] == ["-", "-"] and copy_row[8] == "3/0/1"
     delta_row = next(line.split() for line in lines if line.startswith("benchdeltaalpha"))
-    assert delta_row[1:3] == ["P", "idle"]
+    assert delta_row[1:3] == ["P", "idle"] and delta_row[4:6] == ["0", "0.0s"]
     _, text = e.cli("status", "benchcopybeta")
     assert "Ins/Upd/Del:          3 / 0 / 1" in text
     assert "Target database:      test1_slave" in text

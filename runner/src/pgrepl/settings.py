@@ -48,6 +48,13 @@ def _host(v: str) -> str | None:
     return None if re.fullmatch(r"[A-Za-z0-9.:_-]*", v) else "must be a host name or address"
 
 
+def _listen(v: str) -> str | None:
+    if v in ("", "off"):
+        return None
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9._-]+):(\d{1,5})", v)
+    return None if m and 0 < int(m[2]) < 65536 else "must be ADDRESS:PORT (e.g. 10.0.0.5:9187), empty or off"
+
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("piddir", "/run/pgrepl", "directory of the pid files and of the stop file", _path),
     Setting("stopfile", "fullstoppgrepl", "name of the stop file in piddir: while it exists, nothing starts", _filename),
@@ -88,6 +95,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("default_email_from", "", "sender of the runner's alert emails", _email_list),
     Setting("default_email_to", "", "recipients of alert emails (comma separated); empty: no emails", _email_list),
     Setting("default_email_host", "localhost", "SMTP server for alert emails", _host),
+    Setting("metrics_listen", "",
+            "ADDRESS:PORT where the controller serves Prometheus metrics (/metrics), on the cluster network only; "
+            "empty or off: no listener. Read when `pgrepl run` starts", _listen),
     Setting("default_email_port", "25", "SMTP port for alert emails", _number(1, 65535, True)),
 ]}
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog, delta, guard, lease, swap
+from . import alert, apply, capture, catalog, delta, guard, lease, metrics, observe, swap
 from .capture import Capture
 from .db import connect, member_conninfo, session_options
 from .errors import PgreplError
@@ -146,6 +146,7 @@ class _Direction:
         self.tgt: psycopg.Connection | None = None
         self.failures = 0
         self.retry_at = 0.0
+        self.run: int | None = None   # the run in progress (its progress row names it)
         self.watches: dict[str, Watch] = {}   # per consumer target: what the fast probe looks for (watch.py)
 
     def watch(self, conn: psycopg.Connection, sync: str, target: str, caps: list[Capture], done: str) -> None:
@@ -347,7 +348,7 @@ class SyncWorker:
                     and not work(d, probe=True):
                 return True
             self._state("running")
-            run_id = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
+            run_id = d.run = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
             d.tgt.execute("SELECT 1")   # a run with nothing to apply still proves its target is there
             t0 = time.monotonic()
             counts = work(d, probe=False)
@@ -414,7 +415,10 @@ class SyncWorker:
         analyze = self.settings["fullcopy_analyze"] == "yes"
 
         def work(d: _Direction, probe: bool) -> apply.Counts:
-            counts = apply.full_copy(d.src, d.tgt, tables, method, analyze=analyze)[0]
+            report = catalog.Reporter(self.control, self.name, d.target, "fullcopy", d.run)
+            counts = apply.full_copy(d.src, d.tgt, tables, method, analyze=analyze, on_rows=report.add,
+                                     on_total=report.set_total)[0]
+            report.finish()
             apply.copy_sequences(d.src, d.tgt, seqs)
             return counts
 
@@ -448,16 +452,22 @@ class SyncWorker:
         counts = apply.Counts()
         method = self.settings["fullcopy_delete_method"]
         if onetime:
-            c, snapshot, skipped = apply.full_copy(d.src, d.tgt, tables, method, only_empty=onetime == 2)
+            report = catalog.Reporter(self.control, self.name, d.target, "onetimecopy", d.run)
+            c, snapshot, skipped = apply.full_copy(d.src, d.tgt, tables, method, only_empty=onetime == 2,
+                                                   on_rows=report.add, on_total=report.set_total)
+            report.finish()
             if not skipped:   # every table copied: what the copy saw is on the target
                 delta.reset_consumer(d.src, self.source_name, d.target, snapshot, done)
             # else the tables left as they were still need their changes since `done`, and applying them again
             # to the copied ones changes nothing
             counts += c
         iv = delta.open_interval(d.src, self.source_name, d.target)
+        catchup = catalog.CatchUp(self.control, self.name, d.target, d.run, lambda: observe.backlog(
+            d.src, [self.source_name]).get((self.source_name, d.target), {}).get("backlog"))
         c, finished = apply.push_interval(d.src, d.tgt, iv, caps, int(self.settings["batch_size"]),
                                           origin=self.source_name, makedelta=sync["makedelta"], delete_method=method,
-                                          should_stop=lambda: self.stopper.stopping)
+                                          should_stop=lambda: self.stopper.stopping, on_batch=catchup)
+        catchup.finish()
         counts += c
         if finished:   # the interval is closed: its end is the new `done`
             d.watch(d.src, self.source_name, d.target, caps, iv.pending or done)
@@ -496,6 +506,7 @@ def run_controller(control_conninfo: str) -> int:
     restarts: dict[str, tuple[int, float]] = {}   # sync -> (crashes in a row, not before)
     env = dict(os.environ, PGREPL_CONTROL=control_conninfo, PGREPL_CONTROLLER_PID=str(os.getpid()))
     log.info("controller started (pid %d)", os.getpid())
+    metrics.serve(control_conninfo, settings["metrics_listen"])
     try:
         while not stopper.stopping and not stopfile.exists():
             active = {s["name"] for s in catalog.list_syncs(control) if s["status"] == "active"}

@@ -1,6 +1,7 @@
 """After side_effect.yml: slave was down 60 s during 80 s of pgbench on master, then cut off the network 60 s
 during another 80 s. It caught up with nothing lost; the swap and the fullcopy to master2 ran meanwhile."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -52,3 +53,26 @@ def test_the_swap_was_not_held_up():
 def test_the_fullcopy_to_master2_was_not_held_up():
     assert int(sql("master", "SELECT count(*) FROM pgrepl.run WHERE sync = 'benchcopybeta' "
                              f"AND target = 'test1_master2' AND state = 'good' AND {window()}", db="pgrepl")) > 0
+
+
+def prometheus(path: str) -> dict:
+    """GET of Prometheus' API on master (its cluster address), from master."""
+    out = host("master").run("python3 -c %s %s", "import sys, urllib.request; "
+                             "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())",
+                             f"http://10.11.12.241:9090{path}")
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_lag_alert_fired_during_the_outage_and_resolved_after_it():
+    start, fired, resolved = map(int, host("master").file("/var/tmp/pgrepl-lag-alert").content_string.split())
+    end = int(host("master").file("/var/tmp/pgrepl-failover-window").content_string.split()[1])
+    assert start < fired < end < resolved
+
+
+def test_prometheus_scrapes_every_runner_and_the_backlog_is_gone():
+    targets = prometheus("/api/v1/targets")["data"]["activeTargets"]
+    assert sorted((t["labels"]["runner"], t["health"]) for t in targets) == [("master", "up"), ("master2", "up")]
+    wait_for(lambda: {r["metric"]["sync"]: float(r["value"][1]) for r in
+                      prometheus("/api/v1/query?query=pgrepl_backlog_rows")["data"]["result"]}.get("benchdeltaalpha") == 0,
+             60, "no backlog of benchdeltaalpha in Prometheus")

@@ -26,6 +26,12 @@ from .databases import (  # noqa: F401
     sync_source,
     update_db,
 )
+from .progress import (  # noqa: F401
+    CatchUp,
+    Reporter,
+    kick_counts,
+    progress,
+)
 from .purge import (  # noqa: F401
     purge_archive,
     purge_delta,

@@ -11,7 +11,7 @@ from .. import passfile
 from ..db import connect
 from ..errors import PgreplError, Refused
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SYNC_TYPES = ("pushdelta", "fullcopy", "swap")
 CONFLICT_RULES = ("source", "target", "latest", "skip", "abort", "merge")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -162,6 +162,22 @@ ALTER TABLE pgrepl.relation DROP CONSTRAINT IF EXISTS relation_standard_conflict
 ALTER TABLE pgrepl.relation ADD CONSTRAINT relation_standard_conflict_check
     CHECK (standard_conflict IN ('source', 'target', 'latest', 'skip', 'abort', 'merge'));
 ALTER TABLE pgrepl.conflict ADD COLUMN source_delta jsonb, ADD COLUMN target_delta jsonb;
+"""
+# Progress of long work (a fullcopy, an onetimecopy, a catch-up of a big backlog), written by its worker about
+# once a second, so that `pgrepl status`, `kick --wait` and the metrics can say rows done / total, rate and ETA.
+MIGRATIONS[6] = """
+CREATE TABLE IF NOT EXISTS pgrepl.progress (
+    sync      text NOT NULL,
+    target    text NOT NULL,
+    kind      text NOT NULL,               -- fullcopy, onetimecopy, catchup
+    run       bigint,
+    total     bigint,                      -- NULL: not known (yet)
+    done      bigint NOT NULL DEFAULT 0,
+    started   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished  timestamptz,
+    PRIMARY KEY (sync, target)
+);
 """
 
 

@@ -14,6 +14,7 @@ from .. import catalog, delta, guard, swap, worker
 from ..db import connect, member_conninfo
 from ..errors import PgreplError
 from .args import EXIT_ERROR, EXIT_KICK_FAILED, EXIT_KICK_TIMEOUT, EXIT_OK, Args, Usage, _int, out
+from .progress import Bar
 from .views import _mcp_pid
 
 
@@ -33,12 +34,19 @@ def cmd_kick(a: Args, conn) -> int:
         return EXIT_OK
     deadline = time.monotonic() + float(wait)
     results: dict[str, str | None] = dict.fromkeys(names)
+    shown, looked = Bar(), 0.0
     while time.monotonic() < deadline and None in results.values():
         for name, kick_id in kicks.items():
             if results[name] is None:
                 results[name] = catalog.kick_result(conn, kick_id)
         if None in results.values():
+            if time.monotonic() - looked >= 0.5:   # long work of a kicked run: its progress row names the kick
+                looked = time.monotonic()
+                for p in catalog.progress(conn, [n for n, r in results.items() if r is None]):
+                    if p["running"] and p["kick"] in kicks.values():
+                        shown.show(f'{p["sync"]} -> {p["target"]}', p, looked)
             time.sleep(0.1)
+    shown.done()
     code = EXIT_OK
     for name, result in results.items():
         if result is None:
@@ -50,7 +58,8 @@ def cmd_kick(a: Args, conn) -> int:
             out(f"Sync {name}: run failed: {err[0] if err else 'see pgrepl status ' + name}")
             code = EXIT_KICK_FAILED if code != EXIT_KICK_TIMEOUT else code
         else:
-            out(f"Sync {name}: run finished (good)")
+            i, u, d = catalog.kick_counts(conn, kicks[name])
+            out(f"Sync {name}: run finished (good) I/U/D {i}/{u}/{d}")
     return code
 
 

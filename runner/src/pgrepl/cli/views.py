@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from .. import catalog, lease, swap, worker
+from .. import catalog, lease, observe, swap, worker
 from .args import EXIT_OK, Args, Usage, _ago, _duration, _kind, _no_entries, emit_json, out
+from .progress import lag_text, owed, progress_lines, progress_text
 
 
 def _dbgroup_lines(r: dict, verbose: bool) -> list[str]:
@@ -100,8 +101,16 @@ def cmd_status(a: Args, conn) -> int:
         r["current_state"] = (st["state"] if holder and st else "waiting" if r["waiting"] else
                               "inactive" if r["status"] != "active" else "stopped")
         r["pid"] = (holder["pid"] or st and st["pid"]) if holder else None
+    sources = observe.Sources(conn)   # backlog and lag come from the sources: the numbers the metrics export
+    try:
+        figures = observe.figures(conn, sources, [r["name"] for r in rows])
+    finally:
+        sources.close()
+    for r in rows:
+        r["figures"] = figures["syncs"].get(r["name"])
     if a.json:
-        emit_json({"mcp_pid": mcp, "days_back": int(settings["days_back"]), "syncs": rows})
+        emit_json({"mcp_pid": mcp, "days_back": int(settings["days_back"]), "syncs": rows,
+                   "sources": figures["sources"], "unreachable": figures["errors"]})
         return EXIT_OK
     info = conn.info
     header = f"Days back: {settings['days_back']} User: {info.user} Database: {info.dbname}"
@@ -111,10 +120,10 @@ def cmd_status(a: Args, conn) -> int:
             _status_detail(r, settings)
         return EXIT_OK
     out(header + f" PID of pgrepl MCP: {mcp or 'not running'}")
-    table = [("Name", "Type", "State", "PID", "Last good", "Time", "I/U/D", "Last bad", "Time")]
+    table = [("Name", "Type", "State", "PID", "Backlog", "Lag", "Last good", "Time", "I/U/D", "Last bad", "Time")]
     for r in rows:
         g, b = r["last_good"], r["last_bad"]
-        table.append((r["name"], r["type"][0].upper(), r["current_state"], str(r["pid"] or "?"),
+        table.append((r["name"], r["type"][0].upper(), r["current_state"], str(r["pid"] or "?"), *owed(r["figures"]),
                       _ago(g["ended"]) if g else "none", _duration(g["duration"]) if g else "",
                       f'{g["inserts"]}/{g["updates"]}/{g["deletes"]}' if g else "",
                       _ago(b["ended"]) if b else "none", _duration(b["duration"]) if b else ""))
@@ -126,6 +135,10 @@ def cmd_status(a: Args, conn) -> int:
     for r in rows:
         for w in r["waiting"]:
             out(f'{r["name"]}: {_waiting(w, r)}')
+        for line in progress_lines(r["name"], r["figures"]):
+            out(line)
+    for db, message in figures["errors"].items():
+        out(f"Backlog and lag unknown: source {db} cannot be reached: {message}")
     return EXIT_OK
 
 
@@ -164,6 +177,14 @@ def _status_detail(r: dict, settings: dict) -> None:
         ("Makedelta", "yes" if r["makedelta"] else "no"),
         ("Onetimecopy", str(r["onetimecopy"])),
     ]
+    for tgt, t in (r["figures"] or {}).get("targets", {}).items():
+        if t["backlog"] is not None:
+            lines.append((f"Owed to {tgt}", f'backlog {t["backlog"]} rows, lag {lag_text(t["lag"])}, last applied '
+                          f'change {lag_text(t["applied_age"])} old'))
+        if t["progress"]:
+            p = t["progress"]
+            lines.append((f"Progress to {tgt}", f'{p["kind"]} {progress_text(p)}'
+                          + ("" if p["running"] else " (finished)")))
     if r["type"] == "fullcopy":
         lines += [("Post-copy analyze", settings["fullcopy_analyze"]),
                   ("Delete method", settings["fullcopy_delete_method"])]
