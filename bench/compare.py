@@ -18,20 +18,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 from pgcluster import PG_BIN, LocalCluster  # noqa: E402
+
+from bench import pgrepl  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_COMPARE_DIR", "/tmp/pgrepl-bench-compare"))
 PORT = int(os.environ.get("BENCH_COMPARE_PORT", "56570"))
 SETTINGS = {"shared_buffers": "256MB"}
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers")
-
-
-def pgrepl(control: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "pgrepl", "--control", control, *args], capture_output=True,
-                         text=True)
-    if out.returncode:
-        raise SystemExit(f"pgrepl {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
-    return out.stdout
 
 
 def timed_rss(argv: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:

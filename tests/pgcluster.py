@@ -136,3 +136,16 @@ def table_checksum(cluster: LocalCluster, dbname: str, table: str) -> tuple[int,
         f"SELECT count(*), coalesce(sum(hashtext(t::text)::numeric), 0)::text FROM {table} t",
     )
     return row[0], row[1]
+
+
+def start_daemon(control: str, piddir: Path, log: Path, python: str) -> subprocess.Popen:
+    """`pgrepl run` in the background with PYTHON, logging to LOG; returns once its pid file is in PIDDIR."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([python, "-m", "pgrepl", "run"], stdout=out, stderr=out,
+                                env=dict(os.environ, PGREPL_CONTROL=control))
+    deadline = time.monotonic() + 15
+    while not (piddir / "pgrepl.mcp.pid").exists():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the runner did not write its pid file"
+        time.sleep(0.05)
+    return proc

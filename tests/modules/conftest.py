@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from pgcluster import LocalCluster, running_clusters  # noqa: E402
+from pgcluster import LocalCluster, running_clusters, start_daemon  # noqa: E402
 from pgrepl import catalog  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_MODULE_TEST_DIR", "/tmp/pgrepl-module-tests"))
@@ -160,14 +160,7 @@ class World:
         with catalog.open_control(self.control) as conn:
             catalog.set_setting(conn, "piddir", str(piddir))
             catalog.set_setting(conn, "poll_interval", "0.1")
-        log = open(self.tmp / "daemon.log", "ab")
-        self.daemon_proc = subprocess.Popen([PYTHON, "-m", "pgrepl", "run"], stdout=log, stderr=log,
-                                            env=dict(os.environ, PGREPL_CONTROL=self.control))
-        deadline = time.monotonic() + 15
-        while not (piddir / "pgrepl.mcp.pid").exists():
-            assert self.daemon_proc.poll() is None, (self.tmp / "daemon.log").read_text()
-            assert time.monotonic() < deadline, "the runner did not write its pid file"
-            time.sleep(0.05)
+        self.daemon_proc = start_daemon(self.control, piddir, self.tmp / "daemon.log", PYTHON)
 
     def stop(self) -> None:
         if self.daemon_proc and self.daemon_proc.poll() is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pgcluster import LocalCluster, running_clusters, table_checksum  # noqa: E402
+from pgcluster import LocalCluster, running_clusters, start_daemon, table_checksum  # noqa: E402
 from pgrepl import cli  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_TEST_DIR", "/tmp/pgrepl-tests"))
@@ -53,14 +53,7 @@ class Env:
                      f"port={self.c[name].port}", "user=postgres")
 
     def start(self) -> None:
-        env = dict(os.environ, PGREPL_CONTROL=self.control)
-        log = open(self.piddir.parent / "daemon.log", "ab")
-        self.daemon_proc = subprocess.Popen([sys.executable, "-m", "pgrepl", "run"], env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while not (self.piddir / "pgrepl.mcp.pid").exists():
-            assert self.daemon_proc.poll() is None, self.daemon_log()
-            assert time.monotonic() < deadline, "daemon did not write its pid file"
-            time.sleep(0.05)
+        self.daemon_proc = start_daemon(self.control, self.piddir, self.piddir.parent / "daemon.log", sys.executable)
 
     def stop(self) -> None:
         if self.daemon_proc and self.daemon_proc.poll() is None:
