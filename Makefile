@@ -20,16 +20,12 @@ demo: deps venv
 demo-local: deps venv
 	$(PY) scripts/demo_local.py
 
-## make test: installs everything, then each layer of the suite, in order
+## make test: installs everything, then each layer of the suite: lint, the local suites side by side, the lab
 test: deps venv
 	$(call step,"lint")
 	$(MAKE) --no-print-directory lint
-	$(call step,"runner tests")
-	$(MAKE) --no-print-directory test-runner
-	$(call step,"fault suite (kill -9, crashed servers, two runners, loss paths)")
-	$(MAKE) --no-print-directory test-faults
-	$(call step,"module tests (ansible-playbook against local clusters)")
-	$(MAKE) --no-print-directory test-modules
+	$(call step,"runner tests, fault suite, module tests: side by side, each on its own local clusters and ports")
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-runner test-faults test-modules
 	$(call step,"molecule scenarios on the lab (default, failover-of-a-target, topology, upgrade)")
 	$(MAKE) --no-print-directory test-molecule
 
