@@ -26,7 +26,7 @@ def test_postgresql_runs_and_starts_at_boot(name):
 def test_the_runner_service_runs_and_starts_at_boot(name):
     h = host(name)
     assert h.service("pgrepl").is_enabled and h.service("pgrepl").is_running
-    assert h.process.filter(user="pgrepl", comm="python3"), "the runner runs as its own unprivileged user"
+    assert h.process.filter(user="pgrepl_runner", comm="python3"), "the runner runs as its own unprivileged user"
 
 
 @pytest.mark.parametrize("name", DATABASE_HOSTS)

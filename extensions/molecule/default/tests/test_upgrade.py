@@ -36,7 +36,7 @@ def deploy(*extra: str) -> None:
 
 
 def version(name: str) -> str:
-    out = host(name).run("runuser -u pgrepl -- pgrepl --version")
+    out = host(name).run("runuser -u pgrepl_runner -- pgrepl --version")
     assert out.rc == 0, out.stderr
     return out.stdout.strip()
 
