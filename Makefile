@@ -24,8 +24,10 @@ demo-local: deps venv
 test: deps venv
 	$(call step,"lint")
 	$(MAKE) --no-print-directory lint
-	$(call step,"runner tests + fault suite + module tests side by side (each on its own clusters and ports)")
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-runner test-faults test-modules
+	$(call step,"runner tests + module tests side by side (each on its own clusters and ports)")
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-runner test-modules
+	$(call step,"fault suite alone (kill -9 and crashed servers under pgbench: timings matter)")
+	$(MAKE) --no-print-directory test-faults
 	$(call step,"molecule scenarios on the lab (default, failover-of-a-target, topology, upgrade)")
 	$(MAKE) --no-print-directory test-molecule
 

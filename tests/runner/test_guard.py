@@ -3,6 +3,7 @@
 
 import json
 
+import psycopg
 import pytest
 from test_pushdelta import ITEMS, items_sync
 
@@ -107,7 +108,14 @@ def test_validate_all_when_nothing_is_wrong_and_a_sync_that_does_not_exist(env):
 
 def test_dropped_capture_schema_fails_the_run_and_validate_installs_it_again(env):
     replicating(env)
-    env.x("master", "DROP SCHEMA pgrepl CASCADE")   # delta stores, positions, trigger functions and triggers
+    # delta stores, positions, trigger functions and triggers; the runner's probe reads the delta stores every
+    # 20 ms, so the DROP may deadlock with it and is tried again, as an operator would
+    for attempt in range(5):
+        try:
+            env.x("master", "DROP SCHEMA pgrepl CASCADE")
+            break
+        except psycopg.errors.DeadlockDetected:
+            assert attempt < 4, "DROP SCHEMA deadlocked five times in a row"
     env.x("master", "UPDATE items SET val = 'uncaptured' WHERE id > 90")
     env.wait_for(lambda: "no pgrepl capture schema" in last_error(env), what="the failed run in status")
 
