@@ -8,6 +8,7 @@ import psycopg
 from faultlib import (
     PGBENCH_TABLES,
     Killer,
+    controllers,
     finish,
     pgbench_background,
     report,
@@ -17,6 +18,16 @@ from faultlib import (
 )
 
 KILLS = 20
+
+
+def test_a_controller_killed_last_is_restarted(env):
+    """The scenarios' own supervision: kill(2) returns before its victim is dead, and a supervisor that looked then
+    left the last killed controller down (the scenarios then waited for a catch-up that could not come)."""
+    env.start()
+    killer = Killer(env, [])   # no sync, no worker: the victim is the controller
+    killer.run(1, max_pause=0.1)
+    assert killer.kills["controller"] == 1
+    assert controllers(env) == [env.daemon_proc.pid], "the killed controller was not restarted"
 
 
 def test_pushdelta_under_pgbench_survives_kill_9(pgbench_env):
