@@ -114,11 +114,25 @@ class Killer:
                 self.kills[kind] += 1
             except ProcessLookupError:
                 pass
+            _wait_dead(self.e, pid)
         self.supervisor.ensure()
 
     def summary(self) -> str:
         return (f"kill -9 of {self.kills['worker']} worker(s) and {self.kills['controller']} controller(s) "
                 f"(seed {self.seed}), controller restarted {self.supervisor.restarts} time(s)")
+
+
+def _wait_dead(e, pid: int) -> None:
+    """kill(2) returns before the victim is dead: on a loaded machine it can still be running its exit for a while,
+    and a supervisor that looked then saw a live controller and never restarted it (the runner then stayed down).
+    The controller is reaped here, as systemd reaps it on SIGCHLD; a worker is waited for until its own
+    controller can see it dead."""
+    proc = e.daemon_proc
+    if proc is not None and proc.pid == pid:
+        proc.wait(60)
+    else:
+        e.wait_for(lambda: _proc(str(pid), "status") == b"" or b"State:\tZ" in _proc(str(pid), "status"), 60,
+                   f"worker {pid} dead after kill -9")
 
 
 def pgbench_background(cluster: LocalCluster, dbname: str, *args: str) -> subprocess.Popen:
@@ -146,10 +160,36 @@ def wait_equal(e, a: str, b: str, tables, timeout: float = 180, kick: str | None
     except AssertionError as err:
         first, _, rest = str(err).partition("\n")
         raise AssertionError(f"{first}\n{a}: {checksums(e, a, tables)}\n{b}: {checksums(e, b, tables)}\n"
-                             f"--- distinct errors in the daemon log ---\n{log_errors(e)}\n{rest[-1500:]}") from None
+                             f"--- distinct errors in the daemon log ---\n{log_errors(e)}\n{rest[-1500:]}\n"
+                             f"{stall_report(e)}") from None
     if kick:
         e.cli("kick", kick, "--wait", str(int(timeout)))
         assert checksums(e, a, tables) == checksums(e, b, tables), f"{a} and {b} differ after a last run of {kick}"
+
+
+def stall_report(e) -> str:
+    """What the runner is doing when it does not catch up: `pgrepl status` of every sync, the worker processes and
+    their kernel wait channel, and every other session of each cluster (state, wait event, age, locks held)."""
+    parts = [f"--- pgrepl status ---\n{e.cli('status', expect=None)[1]}"]
+    procs = controllers(e) + pgrepl_processes(e.control, "worker")
+    parts.append("--- runner processes ---\n" + "\n".join(
+        f"{pid} ppid={_ppid(pid)} wchan={_proc(str(pid), 'wchan').decode()} "
+        + " ".join(_proc(str(pid), "cmdline").decode().split("\0")) for pid in procs))
+    for name, c in e.c.items():
+        try:
+            rows = c.query("postgres", """
+                SELECT a.pid, a.datname, a.application_name, a.client_port, a.state, a.wait_event_type,
+                       a.wait_event, now() - a.backend_start AS age, now() - a.state_change AS in_state,
+                       pg_blocking_pids(a.pid) AS blocked_by, left(a.query, 120),
+                       (SELECT string_agg(l.locktype || ':' || l.mode || coalesce(':' || l.objid::text, ''), ',')
+                          FROM pg_locks l WHERE l.pid = a.pid AND l.locktype IN ('advisory', 'transactionid')
+                          AND l.granted) AS locks
+                FROM pg_stat_activity a WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+                ORDER BY a.backend_start""")
+        except Exception as err:   # noqa: BLE001 - a diagnostic must not hide the failure it explains
+            rows = [(f"cannot query: {err}",)]
+        parts.append(f"--- sessions on {name} ---\n" + "\n".join(" | ".join(map(str, r)) for r in rows))
+    return "\n".join(parts)
 
 
 def log_errors(e) -> str:

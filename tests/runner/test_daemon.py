@@ -219,6 +219,27 @@ def test_a_run_blocked_by_a_lock_fails_after_lock_timeout_and_names_the_blocker(
     env.wait_same("master", "slave", "items")
 
 
+def test_a_busy_position_names_its_holder_and_what_it_does_since_when(env):
+    """A session holding a consumer's position on the source (a leftover of a dead runner, say): the failed runs say
+    which backend it is, since when it is connected and what it has been doing since when."""
+    items_sync(env)
+    (control_id,) = env.c["master"].query("pgrepl", "SELECT id FROM pgrepl.identity")[0]
+    holder = psycopg.connect(env.c["master"].dsn("test1"), autocommit=True, application_name="leftover")
+    try:
+        holder.execute("SELECT pg_advisory_lock(hashtext('pgrepl.consumer'), hashtext(%s))",
+                       (f"itemsync@{control_id}>test1_slave",))
+        env.start()
+        env.wait_for(lambda: "in this source is held by" in env.cli("status", "itemsync")[1],
+                     what="a run failed on the busy position")
+        _, text = env.cli("status", "itemsync")
+        assert f"held by pid {holder.info.backend_pid} from 127.0.0.1 (leftover; connected at " in text, text
+        assert ", idle since " in text, text
+    finally:
+        holder.close()
+    env.x("master", "INSERT INTO items VALUES (1, 'x')")
+    env.wait_same("master", "slave", "items")
+
+
 def test_a_role_level_statement_timeout_does_not_kill_the_runner(env):
     """The replication role has a statement_timeout that any real COPY exceeds: the runner's own value wins."""
     env.c["slave"].execute("postgres", "DROP ROLE IF EXISTS hasty")

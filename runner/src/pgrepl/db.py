@@ -47,12 +47,19 @@ TCP_SETTINGS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval
                 "tcp_user_timeout": "60000"}
 
 
+# A backend notices a dead client (a worker killed by kill -9 or the OOM killer) only when it next reads from or
+# writes to it: one whose statement waits for a lock would keep the killed worker's session, its locks and its
+# consumer lease for as long as the lock is held. With this check (ms) it looks at its client while a statement runs.
+CLIENT_CHECK_MS = 5000
+
+
 def session_options(lock_timeout: str, statement_timeout: str) -> str:
-    """libpq `options` giving a member session the runner's own timeouts (settings, in seconds; 0: none). Options
-    sent at connection take precedence over ALTER ROLE/DATABASE ... SET, so a statement_timeout meant for the
-    replication role's other uses cannot kill a long COPY."""
+    """libpq `options` giving a member session the runner's own timeouts (settings, in seconds; 0: none) and the
+    dead-client check. Options sent at connection take precedence over ALTER ROLE/DATABASE ... SET, so a
+    statement_timeout meant for the replication role's other uses cannot kill a long COPY."""
     ms = {name: round(float(value) * 1000) for name, value in
           (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout))}
+    ms["client_connection_check_interval"] = CLIENT_CHECK_MS
     return " ".join(f"-c {name}={value}" for name, value in ms.items())
 
 

@@ -58,11 +58,18 @@ def lock_consumer(conn: psycopg.Connection, sync: str, target: str) -> None:
     got = conn.execute("SELECT pg_try_advisory_lock(hashtext('pgrepl.consumer'), hashtext(%s))",
                        (f"{sync}>{target}",)).fetchone()[0]
     if not got:
+        # what the holder does and since when: a session that stays blocked or idle for long may be the
+        # leftover of a dead runner (the server drops it once it notices; pg_terminate_backend does at once)
         holder = conn.execute(
-            "SELECT a.pid, a.client_addr::text, a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+            "SELECT a.pid, host(a.client_addr), a.application_name, concat_ws(', ', "
+            " 'connected at ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'), "
+            " a.state || CASE WHEN a.state = 'active' AND a.wait_event IS NOT NULL "
+            "  THEN ', waiting for ' || a.wait_event_type || ' ' || a.wait_event ELSE '' END "
+            " || ' since ' || to_char(a.state_change, 'YYYY-MM-DD HH24:MI:SS TZ')) "
+            "FROM pg_locks l JOIN pg_stat_activity a "
             "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = hashtext('pgrepl.consumer') "
             "AND l.objid::int = hashtext(%s) LIMIT 1", (f"{sync}>{target}",)).fetchone()
-        who = f"pid {holder[0]} from {holder[1] or 'local'} ({holder[2]})" if holder else "another session"
+        who = f"pid {holder[0]} from {holder[1] or 'local'} ({holder[2]}; {holder[3]})" if holder else "another session"
         raise Busy(f'The position of "{sync}" -> "{target}" in this source is held by {who}: another runner '
                    "applies this sync; this one waits")
 
