@@ -150,12 +150,13 @@ def main() -> None:
     base = next((r["capture_tps"] for r in results if r["mode"] == "latest"), None)
     print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s; capture TPS: unthrottled "
           f"pgbench -c 2 for {CAPTURE_SECONDS} s on one side, capture installed, no runner")
-    print("| mode | capture TPS | vs latest | TPS master2 / master | lag p99 m2->m | lag p99 m->m2 | conflicts/s "
-          "| invariant error | failed runs |")
+    print("| mode | capture TPS | vs latest | TPS master2 / master | lag p50 / p99 m2->m | lag p50 / p99 m->m2 "
+          "| conflicts/s | invariant error | failed runs |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['capture_tps'] / base:.2f}" if base else "-"
-        p99 = [f"{percentile(v, 99) * 1000:.0f} ms" if v else "-" for v in r["lags"].values()]
+        p99 = [f"{percentile(v, 50) * 1000:.0f} / {percentile(v, 99) * 1000:.0f} ms" if v else "-"
+               for v in r["lags"].values()]
         print(f"| {r['mode']} | {r['capture_tps']:.0f} | {ratio} | {r['tps'][0]:.0f} / {r['tps'][1]:.0f} | {p99[0]} | "
               f"{p99[1]} | {r['conflicts'] / SECONDS:.1f} | {r['error']} | {r['bad']} |")
 

@@ -33,3 +33,21 @@ def test_the_probe_reads_no_table_until_something_commits(env):
         assert (w.changed(), w.moved) == (False, True)      # a commit elsewhere: looked, nothing of this sync
         env.x("master", "INSERT INTO items VALUES (1, 'captured')")
         assert (w.changed(), w.moved) == (True, True)
+
+
+def test_a_swap_goes_idle_once_the_changes_it_found_are_applied(env):
+    """After a swap run, the probe looks past the positions the run reached: the run's own commits (its positions,
+    the rows it wrote) do not make it start one empty run after another until the next poll."""
+    from test_swap import SRC, TGT, rows, swap_sync
+    env.cli("set", "poll_interval=600")   # the full poll comes once at start: only the probe starts the runs
+    swap_sync(env, "latest")
+    env.start()
+    env.x(SRC, "UPDATE t SET v = 'from source' WHERE id = 1")
+    env.wait_for(lambda: rows(env, TGT)[1] == "from source", what="the source's write on the target")
+    env.x(TGT, "UPDATE t SET v = 'from target' WHERE id = 2")
+    env.wait_for(lambda: rows(env, SRC)[2] == "from target", what="the target's write on the source")
+    env.cli("kick", "sw", "--wait", "30")   # every run started before the kick has ended
+    with psycopg.connect(env.control, autocommit=True) as control:
+        runs = control.execute("SELECT kick IS NOT NULL, inserts + updates + deletes FROM pgrepl.run "
+                               "WHERE sync = 'sw' ORDER BY id").fetchall()
+    assert [applied for kicked, applied in runs if not kicked] == [1, 1], runs   # one run per change, none empty

@@ -73,21 +73,34 @@ class Side:
 def run(worker, sync: dict, kicks: list[int]) -> bool:
     """One swap run (both ways) as one recorded run of the worker, retried with backoff when it fails."""
     d = worker.direction(sync["source"], sync["targets"][0])
-    work = functools.partial(_work, worker.control, worker.settings, sync, worker.source_name,
-                             lambda: worker.stopper.stopping)
-    return worker.run_direction(d, "swap", kicks[-1] if kicks else None, work)
+    return worker.run_direction(d, "swap", kicks[-1] if kicks else None, functools.partial(_work, worker, sync))
 
 
-def _work(control, settings: dict, sync: dict, key: str, should_stop: Callable[[], bool], d,
-          probe: bool) -> Counts | bool:
-    a = _side(d.src, sync["source"], "source")
-    b = _side(d.tgt, sync["targets"][0], "target")
-    tables = sync_tables(control, sync)
+def _work(worker, sync: dict, d, probe: bool) -> Counts | bool:
+    a, b, tables = _look(worker, sync, d)
+    key = worker.source_name
     guard.check(sync["name"], key, [t.info for t in tables], (a.db, d.src), (b.db, d.tgt))
     if probe:   # both sides probed (no short cut): each gets its fast probe (watch.py)
         return any([_has_work(d, s, o, key, tables) for s, o in ((a, b), (b, a))])
-    return SwapRun(control, settings, sync, key, a, b, tables, catalog.sync_tables(control, sync, "sequence"),
-                   should_stop).run()
+    swap = SwapRun(worker.control, worker.settings, sync, key, a, b, tables, worker._sync_tables(sync, "sequence"),
+                   lambda: worker.stopper.stopping)
+    counts = swap.run()
+    if swap.finished:   # the probe looks past the new positions: the run's own commits are no news
+        for s, o in ((a, b), (b, a)):
+            d.watch(s.conn, key, o.db, [s.cap(t.info) for t in tables], s.iv.pending)
+    return counts
+
+
+def _look(worker, sync: dict, d) -> tuple[Side, Side, list[Table]]:
+    """Both sides (their captures) and the herd's tables, read once per poll and connection: the fast rounds
+    between two polls (watch.py) reuse them (worker.tables, emptied by each poll)."""
+    found = worker.tables.get("swap")
+    if found is None or found[0] is not d.src or found[1] is not d.tgt:
+        found = worker.tables["swap"] = (d.src, d.tgt, _side(d.src, sync["source"], "source"),
+                                         _side(d.tgt, sync["targets"][0], "target"), sync_tables(worker.control, sync))
+    a, b, tables = found[2:]
+    return (Side(a.db, a.role, a.conn, a.caps, commit_ts=a.commit_ts),   # fresh intervals for each run
+            Side(b.db, b.role, b.conn, b.caps, commit_ts=b.commit_ts), tables)
 
 
 def _side(conn: psycopg.Connection, db: str, role: str) -> Side:
@@ -120,6 +133,7 @@ class SwapRun:
         self.delete_method = settings["fullcopy_delete_method"]
         self.should_stop = should_stop
         self.counts = Counts()
+        self.finished = False          # both intervals closed: every change they held is applied
         self.resolved: dict[str, set[tuple[str, ...]]] = {t.info.qualname: set() for t in tables}
 
     def run(self) -> Counts:
@@ -138,6 +152,7 @@ class SwapRun:
         self._sequences()
         delta.close_interval(a.conn, a.iv)
         delta.close_interval(b.conn, b.iv)
+        self.finished = True
         return self.counts
 
     # --- one direction ---------------------------------------------------------------------------------------
