@@ -4,7 +4,8 @@ pushdelta (and each direction of a swap), one batch of whole source transactions
     source, REPEATABLE READ:  read the batch's keys, table by table (and whether each row still exists), COPY
                               those rows out
     target, one transaction:  session_replication_role = replica (target triggers, ours included, do not fire),
-                              for every table of the batch: DELETE the keys, COPY the rows in
+                              for every table of the batch: DELETE the keys, COPY the rows in (a swap writes
+                              its masters' rows in place instead: inplace.py)
     source:                   the consumer's cursor moves past the batch (compare-and-set)
 A backlog of millions of changes is many such transactions, never one giant one (but a source transaction is
 never split), and memory holds one batch of keys and one COPY buffer. Applying a key copies the row as it is now:
@@ -217,16 +218,19 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     copied = 0
     if batch.existing:
-        copied = stream_copy(
-            src, tgt,
-            sql.SQL("COPY (SELECT {scols} FROM {t} s JOIN {keys} ON {join}) TO STDOUT").format(
-                scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-                t=t.ident, keys=keys_relation(t, False), join=key_join("s", t.pkey)),
-            sql.SQL("COPY {t} ({cols}) FROM STDIN").format(t=t.ident, cols=collist),
-            params)
+        copied = stream_copy(src, tgt, copy_out_batch(batch, cols),
+                             sql.SQL("COPY {t} ({cols}) FROM STDIN").format(t=t.ident, cols=collist), params)
     if target_capture is not None:
         record_keys(tgt, target_capture, batch, origin)
     return Counts(inserts=copied - updated, updates=updated, deletes=deleted)
+
+
+def copy_out_batch(batch: Batch, cols: list[str]) -> sql.Composed:
+    """COPY of the batch's rows on the source (key_params(batch) as its parameters)."""
+    t = batch.capture.table
+    return sql.SQL("COPY (SELECT {scols} FROM {t} s JOIN {keys} ON {join}) TO STDOUT").format(
+        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
+        t=t.ident, keys=keys_relation(t, False), join=key_join("s", t.pkey))
 
 
 def record_keys(conn: psycopg.Connection, cap: Capture, batch: Batch, origin: str | None) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from . import apply, capture, catalog, compare
+from . import apply, capture, catalog, compare, inplace
 from .capture import Capture, TableInfo
 from .compare import Key, Position, TableDiff
 from .delta import Batch
@@ -214,7 +214,7 @@ class SyncCompare:
             batch = Batch.of(cap or Capture(0, t, ""), keys, [k in present for k in keys])
             with lconn.transaction():
                 apply.begin_replica(lconn)
-                apply.apply_batch(wconn, lconn, batch, cols, self.key, tcap)
+                inplace.apply_batch(wconn, lconn, batch, cols, self.key, tcap)   # the loser may be a master
 
     def _journal(self, t: TableInfo, d: TableDiff, win: str, lose: str) -> None:
         entries = [(json.dumps(k), kind) for kind in ("missing", "extra", "different") for k in getattr(d, kind)]

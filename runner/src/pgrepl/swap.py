@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import apply, capture, catalog, delta, guard, swap_delta
+from . import apply, capture, catalog, delta, guard, inplace, swap_delta
 from .apply import Counts
 from .capture import Capture, TableInfo
 from .delta import Batch, Interval
@@ -217,8 +217,8 @@ class SwapRun:
             self.counts.updates += n
             clean = [i for i in clean if keys[i] not in done]
         if clean:
-            self.counts += apply.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
-                                             tcap if origin else None)
+            self.counts += inplace.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
+                                               tcap if origin else None)
         return sorted(clash), sorted(held - clash)
 
     # --- conflicts -------------------------------------------------------------------------------------------
@@ -453,24 +453,14 @@ WRITE_CHUNK = 1000   # row images per INSERT: a batch's conflicts are not sent a
 def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], str | None]],
                origin: str | None) -> Counts:
     """In the caller's transaction on SIDE: each key takes the given row image (jsonb text), or is deleted
-    (None). origin: also record the keys in SIDE's delta store (makedelta)."""
-    keys = [key for key, image in rows]
-    deleted = inserted = 0
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in apply.columns(side.conn, table))
-    for i in range(0, len(rows), WRITE_CHUNK):
-        chunk = rows[i:i + WRITE_CHUNK]
-        deleted += side.conn.execute(sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join}").format(
-            t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join("t", table.pkey)),
-            _key_params(table, [key for key, image in chunk])).rowcount
-        images = [image for key, image in chunk if image is not None]
-        if images:   # the row as it is on the winner's side, identity columns included
-            inserted += side.conn.execute(sql.SQL(
-                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE "
-                "SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)"
-            ).format(t=table.ident, cols=cols), {"rows": "[" + ",".join(images) + "]"}).rowcount
+    (None), in place (inplace.py). origin: also record the keys in SIDE's delta store (makedelta)."""
+    cap = side.cap(table)
+    batch = Batch.of(cap, [key for key, image in rows], [image is not None for key, image in rows])
+    counts = inplace.write_images(side.conn, batch, apply.columns(side.conn, table),
+                                  [image for key, image in rows if image is not None], WRITE_CHUNK)
     if origin is not None:
-        apply.record_keys(side.conn, side.cap(table), Batch.of(side.cap(table), keys, [True] * len(keys)), origin)
-    return Counts(inserts=max(inserted - deleted, 0), updates=min(inserted, deleted), deletes=max(deleted - inserted, 0))
+        apply.record_keys(side.conn, cap, batch, origin)
+    return counts
 
 
 # --- the journal ---------------------------------------------------------------------------------------------

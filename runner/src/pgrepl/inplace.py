@@ -1,0 +1,129 @@
+"""Rows applied in place on a master (swap, docs/swap.md): the winning rows are staged in a temporary table, then
+per table one UPDATE for the keys that exist, one INSERT for the others, one DELETE for the keys whose winner is
+a deletion. Never DELETE + INSERT of a row that stays: an application's UPDATE waiting on the row (behind the
+run's lock) re-reads it when the run commits and updates the new version; a deleted row would make it find
+nothing, and the application's write would be lost without a trace (its capture trigger never fires).
+
+Two cases still replace rows: a GENERATED ALWAYS identity column outside the key whose value differs (an UPDATE
+may not set it), and a table with other unique constraints (or exclusion constraints) when the UPDATE hits a
+transient violation, e.g. two rows of one batch swapping a unique value (PostgreSQL checks a non-deferrable
+unique index row by row, while DELETE then INSERT never holds both values): that table's batch is then applied
+as DELETE + INSERT, from a savepoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from . import apply
+from .apply import Counts
+from .capture import TableInfo
+from .delta import Batch
+
+STAGE = sql.Identifier("pg_temp", "pgrepl_stage")   # qualified: never a table of the application
+
+
+def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Callable[[sql.Composable], None]
+               ) -> Counts:
+    """In the caller's transaction on TGT (session_replication_role = replica): every key of BATCH takes the
+    row that FILL(into) writes into the stage (INTO: `pgrepl_stage (cols)`), or is deleted when the batch says
+    it is not present. COLS: the columns to write (apply.columns)."""
+    t = batch.capture.table
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    tgt.execute(sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA").format(
+        s=STAGE, cols=collist, t=t.ident))
+    if batch.existing:
+        fill(sql.SQL("{s} ({cols})").format(s=STAGE, cols=collist))
+    deleted = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
+        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey)), apply.key_params(batch)).rowcount
+    counts = Counts(deletes=deleted)
+    if batch.existing:
+        identity, unique = _shape(tgt, t)
+        if unique:
+            try:
+                with tgt.transaction():   # a savepoint: only tables that can hit a transient violation pay it
+                    counts += _upsert(tgt, t, cols, identity)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
+                counts += _replace(tgt, t, cols)
+        else:
+            counts += _upsert(tgt, t, cols, identity)
+    tgt.execute(sql.SQL("DROP TABLE {}").format(STAGE))   # the next table of the transaction stages its own
+    return counts
+
+
+def _shape(tgt: psycopg.Connection, t: TableInfo) -> tuple[list[str], bool]:
+    """The table's GENERATED ALWAYS identity columns outside the key, and whether it has a unique or exclusion
+    index besides one (the key's)."""
+    return tgt.execute(
+        "SELECT coalesce(array_agg(attname::text ORDER BY attnum) FILTER (WHERE attidentity = 'a' "
+        "AND NOT attname = ANY(%(key)s::name[])), '{}'), "
+        "(SELECT count(*) FROM pg_index WHERE indrelid = %(t)s::regclass AND (indisunique OR indisexclusion)) > 1 "
+        "FROM pg_attribute WHERE attrelid = %(t)s::regclass AND attnum > 0 AND NOT attisdropped",
+        {"key": list(t.pkey), "t": sql.SQL("{}").format(t.ident).as_string(tgt)}).fetchone()
+
+
+def _on_key(t: TableInfo, left: str, right: str) -> sql.Composed:
+    return sql.SQL(" AND ").join(sql.SQL("{l}.{c} = {r}.{c}").format(l=sql.Identifier(left), r=sql.Identifier(right),
+                                                                      c=sql.Identifier(c)) for c in t.pkey)
+
+
+def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str]) -> int:
+    """The staged rows whose key the table lacks, identity columns as staged (the winner's values)."""
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    return tgt.execute(sql.SQL(
+        "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {s} AS s "
+        "WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on})").format(
+        t=t.ident, cols=collist, scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
+        s=STAGE, on=_on_key(t, "x", "s"))).rowcount
+
+
+def _upsert(tgt: psycopg.Connection, t: TableInfo, cols: list[str], identity: list[str]) -> Counts:
+    replaced = 0
+    if identity:   # an UPDATE may not set them: rows whose value differs are replaced
+        replaced = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {s} AS s WHERE {on} "
+                                       "AND ({ti}) IS DISTINCT FROM ({si})").format(
+            t=t.ident, s=STAGE, on=_on_key(t, "t", "s"),
+            ti=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in identity),
+            si=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in identity))).rowcount
+    sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey and c not in identity]
+    updated = 0
+    if sets:   # a table of key columns only: a row that exists is already right
+        updated = tgt.execute(sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on}").format(
+            t=t.ident, sets=sql.SQL(", ").join(sets), s=STAGE, on=_on_key(t, "t", "s"))).rowcount
+    inserted = _insert_missing(tgt, t, cols)
+    return Counts(inserts=inserted - replaced, updates=updated + replaced)
+
+
+def _replace(tgt: psycopg.Connection, t: TableInfo, cols: list[str]) -> Counts:
+    """DELETE + INSERT of every staged row: never a transient unique violation between them."""
+    deleted = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {s} AS s WHERE {on}").format(
+        t=t.ident, s=STAGE, on=_on_key(t, "t", "s"))).rowcount
+    inserted = _insert_missing(tgt, t, cols)
+    return Counts(inserts=inserted - deleted, updates=deleted)
+
+
+def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
+                origin: str | None = None, target_capture=None) -> Counts:
+    """apply.apply_batch, in place: the batch's rows as they are in the caller's source snapshot."""
+    counts = apply_rows(tgt, batch, cols, lambda into: apply.stream_copy(
+        src, tgt, apply.copy_out_batch(batch, cols), sql.SQL("COPY {} FROM STDIN").format(into),
+        apply.key_params(batch)))
+    if target_capture is not None:
+        apply.record_keys(tgt, target_capture, batch, origin)
+    return counts
+
+
+def write_images(tgt: psycopg.Connection, batch: Batch, cols: list[str], images: list[str], chunk: int) -> Counts:
+    """apply_rows with the rows given as jsonb images (text; the batch's present keys' rows), CHUNK per INSERT."""
+    t = batch.capture.table
+
+    def fill(into: sql.Composable) -> None:
+        collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+        for i in range(0, len(images), chunk):
+            tgt.execute(sql.SQL("INSERT INTO {into} SELECT {cols} FROM "
+                                "jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)").format(
+                into=into, cols=collist, t=t.ident), {"rows": "[" + ",".join(images[i:i + chunk]) + "]"})
+    return apply_rows(tgt, batch, cols, fill)
