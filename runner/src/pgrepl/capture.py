@@ -10,6 +10,7 @@ In each source database, schema `pgrepl` holds:
   truncate_log   TRUNCATEs of captured tables
   subscription   which sync reads which captured table: triggers stay while a subscription does
   consumer       per (sync, target): how far changes are applied (see delta.py, which reads the delta stores)
+  applied        per (swap sync, other side): the other side's interval and cursor applied here (delta.py)
 
 A table of a swap sync with delta columns or `standard_conflict=merge` gets a richer delta store (version 3): `op`
 (I, U, D, or K for an old key), `n1..nm` the net change `new - old` of each delta column per updated row, and with
@@ -72,6 +73,16 @@ CREATE TABLE IF NOT EXISTS pgrepl.consumer (
     updated     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (sync, target)
 );
+-- version 4: on a swap's side, how far the other side's interval (done, pending) is applied here, written in the
+-- batch's own transaction: a crash before the other side's position moves does not apply it twice (swap.py)
+CREATE TABLE IF NOT EXISTS pgrepl.applied (
+    sync        text NOT NULL,
+    source      text NOT NULL,
+    done        pg_snapshot NOT NULL,
+    pending     pg_snapshot NOT NULL,
+    cursor      text NOT NULL,
+    PRIMARY KEY (sync, source)
+);
 -- Bucardo's bucardo_purge_delta(interval), for cron jobs and people: deletes the captured keys that every
 -- consumer has applied and that are older than `keep`.
 CREATE OR REPLACE FUNCTION pgrepl.purge_delta(keep interval) RETURNS text LANGUAGE plpgsql AS $$
@@ -97,9 +108,9 @@ BEGIN
     END LOOP;
     RETURN format('Rows deleted from delta: %s Rows deleted from truncate_log: %s', deleted, truncates);
 END $$;
-COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 3';
+COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 4';
 """
-SOURCE_VERSION = "pgrepl source schema 3"
+SOURCE_VERSION = "pgrepl source schema 4"
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,26 @@ def close_interval(conn: psycopg.Connection, iv: Interval) -> None:
     _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,))
 
 
+def record_applied(conn: psycopg.Connection, iv: Interval, source: str, upto: str) -> None:
+    """Swap, in the target transaction that completes a batch: IV (of SOURCE) is applied here up to UPTO. The
+    source's position moves in another database afterwards; catch_up finds this when a crash came in between."""
+    conn.execute("INSERT INTO pgrepl.applied (sync, source, done, pending, cursor) "
+                 "VALUES (%s, %s, %s::pg_snapshot, %s::pg_snapshot, %s) ON CONFLICT (sync, source) DO UPDATE "
+                 "SET done = excluded.done, pending = excluded.pending, cursor = excluded.cursor",
+                 (iv.sync, source, iv.done, iv.pending, upto))
+
+
+def catch_up(conn: psycopg.Connection, iv: Interval, target: psycopg.Connection, source: str) -> None:
+    """Swap, before applying IV (of SOURCE, on CONN): when TARGET recorded a later cursor of this same interval as
+    applied, the position moves there (compare-and-set) instead of applying those batches again."""
+    if iv.pending is None or iv.cursor is None:
+        return
+    row = target.execute("SELECT cursor FROM pgrepl.applied WHERE sync = %s AND source = %s AND done::text = %s "
+                         "AND pending::text = %s", (iv.sync, source, iv.done, iv.pending)).fetchone()
+    if row is not None and (not iv.cursor[0] or int(row[0]) > int(iv.cursor[0])):
+        advance(conn, iv, [row[0]])
+
+
 def reset_consumer(conn: psycopg.Connection, sync: str, target: str, snapshot: str, done: str) -> None:
     """After a full copy taken at SNAPSHOT: every change visible in it is on the target. DONE: the position the
     copy started from (compare-and-set)."""

@@ -140,6 +140,8 @@ class SwapRun:
         a, b = self.a, self.b
         a.iv = delta.open_interval(a.conn, self.key, b.db, now=True)
         b.iv = delta.open_interval(b.conn, self.key, a.db, now=True)
+        for src, tgt in ((a, b), (b, a)):   # batches committed on tgt whose position a crash kept from moving
+            delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
         self._stop_on_abort_conflicts()
         # the truncations are copied once per interval: a cursor on both sides says it was done (before a restart)
         copied = self._truncations(copy=a.iv.cursor is None or b.iv.cursor is None)
@@ -181,7 +183,9 @@ class SwapRun:
                                                             wait=False)
                             clashes += [(t, clash)] if clash else []
                             busy += [(t, held)] if held else []
-            for t, keys in busy:
+                    if not busy and not clashes:   # the batch's last target transaction records it
+                        delta.record_applied(tgt.conn, src.iv, src.db, upto)
+            for i, (t, keys) in enumerate(busy):
                 with src.conn.transaction():
                     apply.repeatable_read(src.conn)
                     present = lock_rows(src.conn, t.info, keys, lock=False)
@@ -189,7 +193,9 @@ class SwapRun:
                         apply.begin_replica(tgt.conn)
                         batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
                         clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait=True)[0]
-                clashes += [(t, clash)] if clash else []
+                        clashes += [(t, clash)] if clash else []
+                        if i == len(busy) - 1 and not clashes:
+                            delta.record_applied(tgt.conn, src.iv, src.db, upto)
             for t, keys in clashes:
                 self._resolve(t, keys)
             delta.advance(src.conn, src.iv, [upto])
