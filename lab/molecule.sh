@@ -53,7 +53,7 @@ default_kept_up() {
 }
 failover_on_default() {
   local s
-  for s in create side_effect verify destroy; do molecule "$s" -s failover-of-a-target; done
+  for s in create side-effect verify destroy; do molecule "$s" -s failover-of-a-target; done
 }
 
 scenarios=("$@")
