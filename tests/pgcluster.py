@@ -129,6 +129,18 @@ def running_clusters(base: Path, ports: dict[str, int]):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def fresh_databases(clusters: dict[str, LocalCluster], schema: str = "") -> None:
+    """Every cluster running with a new, empty `test1` (SCHEMA run in it), and a new `pgrepl` control database on
+    master: the start of every runner and module test."""
+    for c in clusters.values():
+        if not c.is_running():
+            c.start()
+        c.createdb("test1")
+        if schema:
+            c.execute("test1", schema)
+    clusters["master"].createdb("pgrepl")
+
+
 def table_checksum(cluster: LocalCluster, dbname: str, table: str) -> tuple[int, str]:
     """Row count and an order-independent checksum of every row of a table."""
     (row,) = cluster.query(

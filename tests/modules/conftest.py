@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from pgcluster import LocalCluster, running_clusters, start_daemon  # noqa: E402
+from pgcluster import LocalCluster, fresh_databases, running_clusters, start_daemon  # noqa: E402
 from pgrepl import catalog  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_MODULE_TEST_DIR", "/tmp/pgrepl-module-tests"))
@@ -181,12 +181,7 @@ class World:
 def world(clusters, tmp_path, monkeypatch):
     # The member passwords' file (pgrepl.passfile) for the modules and the runner: the test's own.
     monkeypatch.setenv("PGREPL_PASSFILE", str(tmp_path / "pgpass"))
-    for c in clusters.values():
-        if not c.is_running():
-            c.start()
-        c.createdb("test1")
-        c.execute("test1", SCHEMA)
-    clusters["master"].createdb("pgrepl")
+    fresh_databases(clusters, SCHEMA)
     catalog.install(clusters["master"].dsn("pgrepl"))
     w = World(clusters, tmp_path, collections_path())
     yield w

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pgcluster import LocalCluster, running_clusters, start_daemon, table_checksum  # noqa: E402
+from pgcluster import LocalCluster, fresh_databases, running_clusters, start_daemon, table_checksum  # noqa: E402
 from pgrepl import cli  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_TEST_DIR", "/tmp/pgrepl-tests"))
@@ -91,11 +91,7 @@ class Env:
 def env(clusters, tmp_path, monkeypatch):
     # The member passwords' file (passfile.py): the test's own, never the user's ~/.pgpass.
     monkeypatch.setenv("PGREPL_PASSFILE", str(tmp_path / "pgpass"))
-    for c in clusters.values():
-        if not c.is_running():
-            c.start()
-        c.createdb("test1")
-    clusters["master"].createdb("pgrepl")
+    fresh_databases(clusters)
     e = Env(clusters, tmp_path)
     e.cli("install")
     e.cli("set", f"piddir={e.piddir}", "poll_interval=0.1", "retry_min=0.2", "retry_max=2")
@@ -109,3 +105,24 @@ def pgbench_env(env):
     for c in env.c.values():
         c.pgbench("test1", "-i", "-q")
     return env
+
+
+@pytest.fixture
+def mail_sink():
+    """An SMTP server on loopback for the runner's alert emails: (its port, the messages it received so far)."""
+    from aiosmtpd.controller import Controller
+
+    received: list[str] = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.content.decode())
+            return "250 OK"
+
+    port = PORTS["master"] + 20   # beside this suite's clusters, clear of the other suites' ports
+    smtp = Controller(Sink(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        yield port, received
+    finally:
+        smtp.stop()

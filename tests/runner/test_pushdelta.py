@@ -403,26 +403,15 @@ def test_stop_file_and_start_stop(env):
     env.cli("stop")
 
 
-def test_alert_email_on_failure(env):
-    from aiosmtpd.controller import Controller
-
-    received = []
-
-    class Sink:
-        async def handle_DATA(self, server, session, envelope):
-            received.append(envelope.content.decode())
-            return "250 OK"
-
-    smtp = Controller(Sink(), hostname="127.0.0.1", port=8025)
-    smtp.start()
+def test_alert_email_on_failure(env, mail_sink):
+    port, received = mail_sink
     try:
         items_sync(env)
-        env.cli("set", "default_email_to=dba@example.test", "default_email_host=127.0.0.1", "default_email_port=8025")
+        env.cli("set", "default_email_to=dba@example.test", "default_email_host=127.0.0.1", f"default_email_port={port}")
         env.c["slave"].stop()
         env.start()
         env.x("master", "INSERT INTO items VALUES (1, 'x')")
         env.wait_for(lambda: received, what="an alert email")
         assert "Subject: pgrepl sync itemsync failed" in received[0]
     finally:
-        smtp.stop()
         env.c["slave"].start()

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import psycopg
-from conftest import PORTS
 from pgrepl import catalog, cli, passfile
 
 SECRET = r"s3cret:with\odd chars"
@@ -71,34 +70,20 @@ def test_a_password_given_to_add_db_is_in_the_password_file_only(env):
     assert "pgrepl_pw" not in file.read_text()
 
 
-def test_a_wrong_password_is_printed_nowhere(env):
-    from aiosmtpd.controller import Controller
-
-    received = []
-
-    class Sink:
-        async def handle_DATA(self, server, session, envelope):
-            received.append(envelope.content.decode())
-            return "250 OK"
-
-    smtp_port = PORTS["master"] + 20
-    smtp = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
-    smtp.start()
-    try:
-        password_role(env.c["slave"])
-        items_to_slave(env, WRONG)
-        env.cli("set", "default_email_to=dba@example.test", "default_email_host=127.0.0.1",
-                f"default_email_port={smtp_port}")
-        env.start()
-        env.x("master", "INSERT INTO items VALUES (1, 'x')")
-        env.wait_for(lambda: received, what="an alert email")
-        env.wait_for(lambda: "password authentication failed" in env.cli("status", "itemsync")[1],
-                     what="the failed login in status")
-        outputs = [env.cli(*args, expect=None)[1] for args in (
-            ["status"], ["status", "itemsync"], ["status", "--json"], ["list", "dbs", "--json"], ["check"],
-            ["kick", "itemsync", "--wait", "10"])]
-    finally:
-        smtp.stop()
+def test_a_wrong_password_is_printed_nowhere(env, mail_sink):
+    smtp_port, received = mail_sink
+    password_role(env.c["slave"])
+    items_to_slave(env, WRONG)
+    env.cli("set", "default_email_to=dba@example.test", "default_email_host=127.0.0.1",
+            f"default_email_port={smtp_port}")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'x')")
+    env.wait_for(lambda: received, what="an alert email")
+    env.wait_for(lambda: "password authentication failed" in env.cli("status", "itemsync")[1],
+                 what="the failed login in status")
+    outputs = [env.cli(*args, expect=None)[1] for args in (
+        ["status"], ["status", "itemsync"], ["status", "--json"], ["list", "dbs", "--json"], ["check"],
+        ["kick", "itemsync", "--wait", "10"])]
     assert "password authentication failed" in outputs[-2]      # check says why, without the password
     for text in [*outputs, *received, env.daemon_log(), catalog_text(env)]:
         assert WRONG not in text
