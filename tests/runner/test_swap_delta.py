@@ -79,6 +79,21 @@ def test_nulls_and_a_non_additive_update(env):
     assert entries[3]["source_delta"]["n"] is None
 
 
+def test_an_identity_column_generated_always_outside_the_key(env):
+    """An UPDATE may not set a GENERATED ALWAYS identity column: rows are updated in place without it (its value
+    is the row's own on both sides, given at its insert), and both sides' increments are kept; the other columns
+    of a row changed on both sides follow the rule (source)."""
+    swap_sync(env, "source", table="CREATE TABLE g (k text PRIMARY KEY, seq int GENERATED ALWAYS AS IDENTITY, n bigint, "
+                         "note text); INSERT INTO g (k, n, note) VALUES ('a', 100, 'x'), ('b', 0, 'y')",
+              delta="delta_columns=n")
+    env.x(SRC, "UPDATE g SET n = n + 5, note = 'src' WHERE k = 'a'; UPDATE g SET n = n + 1 WHERE k = 'b'")
+    env.x(TGT, "UPDATE g SET n = n - 2 WHERE k = 'a'")
+    env.start()
+    env.cli("kick", "sw", "--wait", "30")
+    for host in (SRC, TGT):
+        assert env.q(host, "SELECT k, seq, n, note FROM g ORDER BY k") == [("a", 1, 103, "src"), ("b", 2, 1, "y")]
+
+
 def test_inserts_and_deletes_keep_the_rule(env):
     swap_sync(env, "source")
     env.x(SRC, "DELETE FROM t WHERE id = 2")

@@ -41,7 +41,7 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
         t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey)), apply.key_params(batch)).rowcount
     counts = Counts(deletes=deleted)
     if batch.existing:
-        identity, unique = _shape(tgt, t)
+        identity, unique = shape(tgt, t)
         if unique:
             try:
                 with tgt.transaction():   # a savepoint: only tables that can hit a transient violation pay it
@@ -54,7 +54,7 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
     return counts
 
 
-def _shape(tgt: psycopg.Connection, t: TableInfo) -> tuple[list[str], bool]:
+def shape(tgt: psycopg.Connection, t: TableInfo) -> tuple[list[str], bool]:
     """The table's GENERATED ALWAYS identity columns outside the key, and whether it has a unique or exclusion
     index besides one (the key's)."""
     return tgt.execute(

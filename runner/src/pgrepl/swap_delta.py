@@ -24,7 +24,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from . import apply, delta
+from . import apply, delta, inplace
 from .capture import Capture, TableInfo
 from .delta import Batch
 
@@ -116,7 +116,9 @@ def update_rows(conn: psycopg.Connection, cap: Capture, entries: list) -> int:
     for i in range(nd):
         params[f"n{i}"] = _text_array(e[2][i] for e in entries)
     params["rows"] = "[" + ",".join(e[1] for e in entries) + "]"
-    plain = [c for c in apply.columns(conn, table) if c not in table.pkey and c not in cap.deltacols]
+    identity = inplace.shape(conn, table)[0]   # GENERATED ALWAYS: an UPDATE may not set it (the row's own anyway)
+    plain = [c for c in apply.columns(conn, table) if c not in table.pkey and c not in cap.deltacols
+             and c not in identity]
     sets = [sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c)) for c in plain]
     sets += [sql.SQL("{c} = coalesce(t.{c} + k.{n}::{t}, r.{c})").format(
         c=sql.Identifier(c), n=sql.Identifier(f"n{i}"), t=sql.SQL(cap.nettypes[i])) for i, c in enumerate(cap.deltacols)]
