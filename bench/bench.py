@@ -1,6 +1,6 @@
 """pgrepl benchmark: capture cost on source TPS, catch-up rate of a 1M-change backlog, fullcopy vs a raw COPY pipe.
 
-Two durable PostgreSQL 15 clusters (fsync on) on 127.0.0.1:55471-55472 under /tmp/pgrepl-bench, pgbench scale 10.
+Two durable PostgreSQL 15 clusters (fsync on) on 127.0.0.1:25471-25472 under /tmp/pgrepl-bench, pgbench scale 10.
 Prints one table; docs/benchmarks.md records a run. `make bench` runs it (about 2 minutes).
 """
 
@@ -75,7 +75,7 @@ def declare_pair(src: LocalCluster, tgt: LocalCluster, base: Path, scale: int, *
 
 
 def main() -> None:
-    src, tgt = start_pair(BASE, 55471)
+    src, tgt = start_pair(BASE, 25471)
     daemon = None
     try:
         control = declare_pair(src, tgt, BASE, 10, "fullcopy_delete_method=truncate", "fullcopy_analyze=no")

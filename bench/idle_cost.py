@@ -1,7 +1,7 @@
 """What an idle pushdelta worker costs: its CPU and the transactions it asks of the source per second, with the
 fast probe (probe_interval, default) and without it (polling only), nothing written meanwhile.
 
-Two clusters on 127.0.0.1:PORT and PORT+1 (BENCH_PORT, default 55495) under BENCH_DIR (/tmp/pgrepl-bench-idle), pgbench
+Two clusters on 127.0.0.1:PORT and PORT+1 (BENCH_PORT, default 25495) under BENCH_DIR (/tmp/pgrepl-bench-idle), pgbench
 scale 1, the three pgbench tables in a sync. Each setting: the worker, once started, is left idle 5 s, then for BENCH_SECONDS
 (default 30) its CPU time (/proc/PID/stat) and the source database's xact_commit (pg_stat_database: every
 query of an autocommit session is one) are counted. `python bench/idle_cost.py`; BENCH_TYPE=swap: the same tables
@@ -23,7 +23,7 @@ from pgcluster import LocalCluster  # noqa: E402
 from bench import declare_pair, pgrepl, start_pair  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-idle"))
-PORT = int(os.environ.get("BENCH_PORT", "55495"))
+PORT = int(os.environ.get("BENCH_PORT", "25495"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
 TYPE = os.environ.get("BENCH_TYPE", "pushdelta")
 

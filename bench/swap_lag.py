@@ -1,6 +1,6 @@
 """Swap benchmark: replication lag both ways and conflicts per second under steady pgbench load on both masters.
 
-Two durable PostgreSQL 15 clusters on 127.0.0.1:55481-55482 (BENCH_PORT) under /tmp/pgrepl-bench-swap (BENCH_DIR),
+Two durable PostgreSQL 15 clusters on 127.0.0.1:25481-25482 (BENCH_PORT) under /tmp/pgrepl-bench-swap (BENCH_DIR),
 pgbench scale 10, a swap sync of the pgbench tables but pgbench_history plus a probe table, standard_conflict latest. pgbench runs
 TPC-B at a fixed rate on each side (`-R`); meanwhile a probe on each side commits a new value into its own row of
 the probe table every ~100 ms and times how long the value takes to be visible on the other side (same clock:
@@ -38,7 +38,7 @@ from pgcluster import PGBENCH, LocalCluster  # noqa: E402
 from bench import DURABLE, pgrepl  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-swap"))
-PORT = int(os.environ.get("BENCH_PORT", "55481"))
+PORT = int(os.environ.get("BENCH_PORT", "25481"))
 RATE = int(os.environ.get("BENCH_RATE", "500"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
 POLL = os.environ.get("BENCH_POLL_INTERVAL", "0.5")

@@ -1,6 +1,6 @@
 """The founding document's master/slave walk-through, replayed with pgrepl on three local PostgreSQL clusters.
 
-Clusters listen on 127.0.0.1:55431-55433 under .tmp/demo; the control database is on the master's cluster.
+Clusters listen on 127.0.0.1:25431-25433 under .tmp/demo; the control database is on the master's cluster.
 Run again to start afresh. `make demo` uses it when the lab cannot run; the lab demo is lab/demo.sh.
 """
 
@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pgcluster import LocalCluster, table_checksum  # noqa: E402
 
 BASE = ROOT / ".tmp" / "demo"
-HOSTS = {"master": 55431, "slave": 55432, "master2": 55433}
+HOSTS = {"master": 25431, "slave": 25432, "master2": 25433}
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
 
 

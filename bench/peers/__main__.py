@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, help="pgbench scale (100,000 accounts each; default 10)")
     ap.add_argument("--systems", default=",".join(systems.SYSTEMS), help="comma-separated, from: "
                     + ", ".join(systems.SYSTEMS))
-    ap.add_argument("--port", type=int, default=55491, help="the source's port; the target's is the next one")
+    ap.add_argument("--port", type=int, default=25491, help="the source's port; the target's is the next one")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/pgrepl-bench-peers"))
     ap.add_argument("--plots", type=Path, default=ROOT / "docs", help="where the PNG plots go")
     args = ap.parse_args()

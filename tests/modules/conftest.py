@@ -2,7 +2,7 @@
 PostgreSQL 15 clusters on loopback (master, slave, master2), with a fresh control database and fresh `test1`
 databases for every test.
 
-Ports and directory differ from the runner tests' (55441..., /tmp/pgrepl-tests) so both suites can run at once.
+Ports and directory differ from the runner tests' (25441..., /tmp/pgrepl-tests) so both suites can run at once.
 The collection is the one in ANSIBLE_COLLECTIONS_PATH when it holds pgrepl.cluster (`make test-modules` builds and
 installs it there), else this working tree through a symlink tree under .tmp/test-collections."""
 
@@ -25,7 +25,7 @@ from pgcluster import LocalCluster, fresh_databases, running_clusters, start_dae
 from pgrepl import catalog  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_MODULE_TEST_DIR", "/tmp/pgrepl-module-tests"))
-_PORT = int(os.environ.get("PGREPL_MODULE_TEST_PORT", "55451"))
+_PORT = int(os.environ.get("PGREPL_MODULE_TEST_PORT", "25451"))
 PORTS = {"master": _PORT, "slave": _PORT + 1, "master2": _PORT + 2}
 PYTHON = sys.executable   # the venv's python: it has psycopg and the runner library (pip install -e runner)
 BIN = Path(PYTHON).parent

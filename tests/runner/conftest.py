@@ -18,7 +18,9 @@ from pgcluster import LocalCluster, fresh_databases, running_clusters, start_dae
 from pgrepl import cli  # noqa: E402
 
 BASE = Path(os.environ.get("PGREPL_TEST_DIR", "/tmp/pgrepl-tests"))
-_PORT = int(os.environ.get("PGREPL_TEST_PORT", "55441"))   # several suites can run side by side on other ports
+# Below Linux's ephemeral range (32768-60999): a client connection of any process on this machine may take a port
+# of that range as its own end, and a server then cannot listen on it (a cluster failed to start in CI so).
+_PORT = int(os.environ.get("PGREPL_TEST_PORT", "25441"))   # several suites can run side by side on other ports
 PORTS = {"master": _PORT, "slave": _PORT + 1, "master2": _PORT + 2}
 
 

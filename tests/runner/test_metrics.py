@@ -12,7 +12,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 # One port per suite: PGREPL_TEST_PORT + 80 (PGREPL_METRICS_TEST_PORT wins).
-METRICS_PORT = int(os.environ.get("PGREPL_METRICS_TEST_PORT") or int(os.environ.get("PGREPL_TEST_PORT", "55441")) + 80)
+METRICS_PORT = int(os.environ.get("PGREPL_METRICS_TEST_PORT") or int(os.environ.get("PGREPL_TEST_PORT", "25441")) + 80)
 LISTEN = f"127.0.0.1:{METRICS_PORT}"
 
 
