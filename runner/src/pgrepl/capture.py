@@ -11,6 +11,7 @@ In each source database, schema `pgrepl` holds:
   subscription   which sync reads which captured table: triggers stay while a subscription does
   consumer       per (sync, target): how far changes are applied (see delta.py, which reads the delta stores)
   applied        per (swap sync, other side): the other side's interval and cursor applied here (delta.py)
+  resolved       per swap sync: the conflict keys this side got the other side's writes for in the current run
 
 A table of a swap sync with delta columns or `standard_conflict=merge` gets a richer delta store (version 3): `op`
 (I, U, D, or K for an old key), `n1..nm` the net change `new - old` of each delta column per updated row, and with
@@ -83,6 +84,16 @@ CREATE TABLE IF NOT EXISTS pgrepl.applied (
     cursor      text NOT NULL,
     PRIMARY KEY (sync, source)
 );
+-- version 5: what is left of the recorded batch (NULL: nothing; else its conflicts, and the tables whose held rows
+-- wait, as JSON), and the conflict keys each side resolved in the run (swap.py): a crash redoes only the rest
+ALTER TABLE pgrepl.applied ADD COLUMN IF NOT EXISTS todo text;
+CREATE TABLE IF NOT EXISTS pgrepl.resolved (
+    sync        text NOT NULL,
+    run         text NOT NULL,
+    tablename   text NOT NULL,
+    key         text NOT NULL,
+    PRIMARY KEY (sync, run, tablename, key)
+);
 -- Bucardo's bucardo_purge_delta(interval), for cron jobs and people: deletes the captured keys that every
 -- consumer has applied and that are older than `keep`.
 CREATE OR REPLACE FUNCTION pgrepl.purge_delta(keep interval) RETURNS text LANGUAGE plpgsql AS $$
@@ -108,9 +119,9 @@ BEGIN
     END LOOP;
     RETURN format('Rows deleted from delta: %s Rows deleted from truncate_log: %s', deleted, truncates);
 END $$;
-COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 4';
+COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 5';
 """
-SOURCE_VERSION = "pgrepl source schema 4"
+SOURCE_VERSION = "pgrepl source schema 5"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ a sync of the same name on one source keep apart positions, subscriptions and or
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -181,24 +182,31 @@ def close_interval(conn: psycopg.Connection, iv: Interval) -> None:
     _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,))
 
 
-def record_applied(conn: psycopg.Connection, iv: Interval, source: str, upto: str) -> None:
-    """Swap, in the target transaction that completes a batch: IV (of SOURCE) is applied here up to UPTO. The
-    source's position moves in another database afterwards; catch_up finds this when a crash came in between."""
-    conn.execute("INSERT INTO pgrepl.applied (sync, source, done, pending, cursor) "
-                 "VALUES (%s, %s, %s::pg_snapshot, %s::pg_snapshot, %s) ON CONFLICT (sync, source) DO UPDATE "
-                 "SET done = excluded.done, pending = excluded.pending, cursor = excluded.cursor",
-                 (iv.sync, source, iv.done, iv.pending, upto))
+def record_applied(conn: psycopg.Connection, iv: Interval, source: str, upto: str, todo: str | None = None) -> None:
+    """Swap, in each target transaction of a batch: IV (of SOURCE) is applied here up to UPTO, but for TODO (None:
+    the batch is complete; else what is left of it, swap.py). The source's position moves in another database
+    afterwards; catch_up finds this when a crash came in between."""
+    conn.execute("INSERT INTO pgrepl.applied (sync, source, done, pending, cursor, todo) "
+                 "VALUES (%s, %s, %s::pg_snapshot, %s::pg_snapshot, %s, %s) ON CONFLICT (sync, source) DO UPDATE "
+                 "SET done = excluded.done, pending = excluded.pending, cursor = excluded.cursor, todo = excluded.todo",
+                 (iv.sync, source, iv.done, iv.pending, upto, todo))
 
 
-def catch_up(conn: psycopg.Connection, iv: Interval, target: psycopg.Connection, source: str) -> None:
+def catch_up(conn: psycopg.Connection, iv: Interval, target: psycopg.Connection, source: str
+             ) -> tuple[str, str] | None:
     """Swap, before applying IV (of SOURCE, on CONN): when TARGET recorded a later cursor of this same interval as
-    applied, the position moves there (compare-and-set) instead of applying those batches again."""
+    applied, the position moves there (compare-and-set) instead of applying those batches again. A batch recorded
+    with something left to do is returned instead, as (its cursor, what is left): the run finishes it."""
     if iv.pending is None or iv.cursor is None:
-        return
-    row = target.execute("SELECT cursor FROM pgrepl.applied WHERE sync = %s AND source = %s AND done::text = %s "
-                         "AND pending::text = %s", (iv.sync, source, iv.done, iv.pending)).fetchone()
-    if row is not None and (not iv.cursor[0] or int(row[0]) > int(iv.cursor[0])):
-        advance(conn, iv, [row[0]])
+        return None
+    row = target.execute("SELECT cursor, todo FROM pgrepl.applied WHERE sync = %s AND source = %s "
+                         "AND done::text = %s AND pending::text = %s", (iv.sync, source, iv.done, iv.pending)).fetchone()
+    if row is None or (iv.cursor[0] and int(row[0]) <= int(iv.cursor[0])):
+        return None
+    if row[1] is not None:
+        return row[0], row[1]
+    advance(conn, iv, [row[0]])
+    return None
 
 
 def reset_consumer(conn: psycopg.Connection, sync: str, target: str, snapshot: str, done: str) -> None:
@@ -312,3 +320,26 @@ SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arr
         arrays=sql.SQL(", ").join(sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols))
     n, existing, present, *arrays = conn.execute(q, _params(iv, upto=upto, after=(iv.cursor or [None])[0])).fetchone()
     return Batch(cap, arrays, present, existing) if n else None
+
+
+# --- swap: conflict keys resolved in a run (pgrepl.resolved), on each side in the transaction that wrote them ----
+
+def purge_resolved(conn: psycopg.Connection, sync: str, run: str) -> None:
+    """Forgets the keys resolved in other runs than RUN: their intervals are closed."""
+    conn.execute("DELETE FROM pgrepl.resolved WHERE sync = %s AND run <> %s", (sync, run))
+
+
+def resolved_keys(conn: psycopg.Connection, sync: str, run: str, table: str | None = None
+                  ) -> dict[str, set[tuple[str, ...]]]:
+    """The keys this side got the other side's writes for in RUN, by table (only TABLE's when given)."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for name, key in conn.execute("SELECT tablename, key FROM pgrepl.resolved WHERE sync = %s AND run = %s "
+                                   "AND (%s::text IS NULL OR tablename = %s)", (sync, run, table, table)):
+        out.setdefault(name, set()).add(tuple(json.loads(key)))
+    return out
+
+
+def mark_resolved(conn: psycopg.Connection, sync: str, run: str, table: str, keys: list[tuple[str, ...]]) -> None:
+    if keys:
+        conn.execute("INSERT INTO pgrepl.resolved (sync, run, tablename, key) SELECT %s, %s, %s, unnest(%s::text[]) "
+                     "ON CONFLICT DO NOTHING", (sync, run, table, [json.dumps(list(k)) for k in keys]))

@@ -22,6 +22,8 @@ overwritten blindly. The locks are held for one batch's transaction only.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +63,7 @@ class Side:
     caps: dict[str, Capture] = field(default_factory=dict)
     iv: Interval | None = None
     commit_ts: bool = False        # track_commit_timestamp is on
+    resume: tuple[str, str] | None = None   # a batch of iv the other side holds in part: (cursor, what is left)
 
     def cap(self, table: TableInfo) -> Capture:
         try:
@@ -140,8 +143,16 @@ class SwapRun:
         a, b = self.a, self.b
         a.iv = delta.open_interval(a.conn, self.key, b.db, now=True)
         b.iv = delta.open_interval(b.conn, self.key, a.db, now=True)
+        # this run's identity (both intervals): the conflict keys each side resolved in it are kept on that side
+        self.run_id = hashlib.md5(" ".join((a.iv.done, a.iv.pending, b.iv.done, b.iv.pending)).encode()).hexdigest()
+        marked = []
+        for s in (a, b):
+            delta.purge_resolved(s.conn, self.key, self.run_id)
+            marked.append(delta.resolved_keys(s.conn, self.key, self.run_id))
+        for name, keys in self.resolved.items():   # resolved on both sides before a crash: done
+            keys.update(marked[0].get(name, set()) & marked[1].get(name, set()))
         for src, tgt in ((a, b), (b, a)):   # batches committed on tgt whose position a crash kept from moving
-            delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
+            src.resume = delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
         self._stop_on_abort_conflicts()
         # the truncations are copied once per interval: a cursor on both sides says it was done (before a restart)
         copied = self._truncations(copy=a.iv.cursor is None or b.iv.cursor is None)
@@ -169,22 +180,26 @@ class SwapRun:
         cols = apply.columns_of(src.conn, [t.info for t in tables])
         while not self.should_stop():
             clashes, busy = [], []
-            with src.conn.transaction():
-                apply.repeatable_read(src.conn)
-                upto, last = delta.next_cut(src.conn, src.iv, caps, self.batch_size)
-                if upto is None:
-                    return True
-                with tgt.conn.transaction():
-                    apply.begin_replica(tgt.conn)
-                    for t, scap in zip(tables, caps, strict=True):
-                        batch = delta.read_keys(src.conn, src.iv, scap, upto)
-                        if batch is not None:
-                            clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto,
-                                                            wait=False)
-                            clashes += [(t, clash)] if clash else []
-                            busy += [(t, held)] if held else []
-                    if not busy and not clashes:   # the batch's last target transaction records it
-                        delta.record_applied(tgt.conn, src.iv, src.db, upto)
+            if src.resume:   # its first target transaction committed before a crash: what is left of the batch
+                (upto, todo), last, src.resume = src.resume, False, None
+                clashes, busy = self._todo(todo)
+            else:
+                with src.conn.transaction():
+                    apply.repeatable_read(src.conn)
+                    upto, last = delta.next_cut(src.conn, src.iv, caps, self.batch_size)
+                    if upto is None:
+                        return True
+                    with tgt.conn.transaction():
+                        apply.begin_replica(tgt.conn)
+                        for t, scap in zip(tables, caps, strict=True):
+                            batch = delta.read_keys(src.conn, src.iv, scap, upto)
+                            if batch is not None:
+                                clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto,
+                                                                wait=False)
+                                clashes += [(t, clash)] if clash else []
+                                busy += [(t, held)] if held else []
+                        # each target transaction of the batch records it, with what is left of it after
+                        delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy))
             for i, (t, keys) in enumerate(busy):
                 with src.conn.transaction():
                     apply.repeatable_read(src.conn)
@@ -194,8 +209,7 @@ class SwapRun:
                         batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
                         clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait=True)[0]
                         clashes += [(t, clash)] if clash else []
-                        if i == len(busy) - 1 and not clashes:
-                            delta.record_applied(tgt.conn, src.iv, src.db, upto)
+                        delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy[i + 1:]))
             for t, keys in clashes:
                 self._resolve(t, keys)
             delta.advance(src.conn, src.iv, [upto])
@@ -227,13 +241,23 @@ class SwapRun:
                                                tcap if origin else None)
         return sorted(clash), sorted(held - clash)
 
+    def _todo(self, text: str) -> tuple[list, list]:
+        """What _todo_text recorded: (conflicts, held rows), each [(table, keys)]; a table no longer synced is left."""
+        by_name = {t.info.qualname: t for t in self.tables}
+        return tuple([(by_name[name], [tuple(k) for k in keys]) for name, keys in part if name in by_name]
+                     for part in json.loads(text))
+
     # --- conflicts -------------------------------------------------------------------------------------------
 
     def _resolve(self, t: Table, keys: list[tuple[str, ...]]) -> None:
-        """Both sides locked: compare the rows, let the rule pick a winner per row, write it on the loser."""
+        """Both sides locked: compare the rows, let the rule pick a winner per row, write it on the loser. Each
+        side records the keys in the transaction that writes them (pgrepl.resolved): after a crash, a key is not
+        written again on a side that has it, nor journaled again."""
         a, b = self.a, self.b
         journal = []
         with a.conn.transaction(), b.conn.transaction():
+            name = t.info.qualname
+            marked = {s.role: delta.resolved_keys(s.conn, self.key, self.run_id, name).get(name, set()) for s in (a, b)}
             for s in (a, b):
                 apply.begin_replica(s.conn)
             rows = {s.role: lock_rows(s.conn, t.info, keys, images=True) for s in (a, b)}
@@ -241,7 +265,7 @@ class SwapRun:
                 if t.rule in ("latest", "merge") else {}
             kept: set = set()
             if t.deltacols or t.rule == "merge":   # both sides' writes kept where both only updated the row
-                kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide)
+                kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide, marked)
             for k in (k for k in keys if k not in kept):
                 src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
                 if src_row != tgt_row:
@@ -251,11 +275,16 @@ class SwapRun:
                 raise ConflictAbort(_abort_message(t, journal))
             for winner, loser in ((a, b), (b, a)):
                 won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal
-                       if entry[3] == winner.role and entry[0] not in kept]
+                       if entry[3] == winner.role and entry[0] not in kept and entry[0] not in marked[loser.role]]
                 if won:
                     self.counts += write_rows(loser, t.info, won, self.key if self.sync["makedelta"] else None)
+            for s in (a, b):
+                delta.mark_resolved(s.conn, self.key, self.run_id, t.info.qualname,
+                                    [k for k in keys if k not in marked[s.role]])
             # journaled (and committed, autocommit) before the resolution commits: a crash between the two leaves
-            # the journal entry and a conflict the next run finds and journals again; never a silent resolution
+            # the journal entry and a conflict the next run finds and journals again; never a silent resolution.
+            # A key one side wrote before a crash was journaled then.
+            journal = [e for e in journal if e[0] not in marked["source"] and e[0] not in marked["target"]]
             self._journal(t, journal)
         self.counts.conflicts += len(journal)
         self.resolved[t.info.qualname].update(keys)
@@ -354,6 +383,13 @@ class SwapRun:
             loser = self.b if winner is self.a else self.a
             loser.conn.execute("SELECT setval(%s::regclass, %s, %s)",
                                (sql.SQL("{}").format(s.ident).as_string(loser.conn), value, called))
+
+
+def _todo_text(clashes: list, busy: list) -> str | None:
+    """What is left of a batch after one of its target transactions: its conflicts and held rows (None: none)."""
+    if not clashes and not busy:
+        return None
+    return json.dumps([[[t.info.qualname, keys] for t, keys in part] for part in (clashes, busy)])
 
 
 _WINNER_NAMES = {"source": "source", "target": "target", "skip": "none", "abort": "abort", "both": "both"}

@@ -148,10 +148,12 @@ def apply_additive(src, tgt, cap: Capture, tcap: Capture, keys: list, locked, up
     return {e[0] for e in entries}, n
 
 
-def resolve(run, t, keys: list, rows: dict, when: dict, decide) -> tuple[set, list]:
+def resolve(run, t, keys: list, rows: dict, when: dict, decide, marked: dict) -> tuple[set, list]:
     """Conflicts of a table with delta columns or merge whose changes on both sides are updates: both sides'
     writes kept (see the module's docstring). In the caller's transactions on both sides, rows locked. Returns
-    the keys handled and their journal entries; the others go to the table's rule as usual."""
+    the keys handled and their journal entries; the others go to the table's rule as usual. MARKED: by side, the
+    keys it already got the other's writes for before a crash: not written there again (the values computed as
+    before: the nets are the intervals', each added to this side's own current value)."""
     a, b = run.a, run.b
     cap = a.cap(t.info)
     dcols = cap.deltacols
@@ -179,8 +181,9 @@ def resolve(run, t, keys: list, rows: dict, when: dict, decide) -> tuple[set, li
             images = {"source": ra, "target": rb}
         else:
             images = dict.fromkeys(("source", "target"), ra if winner == "source" else rb)
-        updates["source"].append((k, images["source"], nb.nets))   # each side: plus the other's net changes
-        updates["target"].append((k, images["target"], na.nets))
+        for role, net in (("source", nb), ("target", na)):   # each side: plus the other's net changes
+            if k not in marked[role]:
+                updates[role].append((k, images[role], net.nets))
         journal.append((k, ra, rb, "both" if take else winner, "delta" if dcols and moved else t.rule,
                         _delta_json(dcols, na.nets), _delta_json(dcols, nb.nets)))
     origin = run.key if run.sync["makedelta"] else None
