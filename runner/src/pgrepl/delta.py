@@ -324,17 +324,13 @@ SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arr
 
 # --- swap: conflict keys resolved in a run (pgrepl.resolved), on each side in the transaction that wrote them ----
 
-def purge_resolved(conn: psycopg.Connection, sync: str, run: str) -> None:
-    """Forgets the keys resolved in other runs than RUN: their intervals are closed."""
-    conn.execute("DELETE FROM pgrepl.resolved WHERE sync = %s AND run <> %s", (sync, run))
-
-
-def resolved_keys(conn: psycopg.Connection, sync: str, run: str, table: str | None = None
-                  ) -> dict[str, set[tuple[str, ...]]]:
-    """The keys this side got the other side's writes for in RUN, by table (only TABLE's when given)."""
+def resolved_keys(conn: psycopg.Connection, sync: str, run: str) -> dict[str, set[tuple[str, ...]]]:
+    """The keys this side got the other side's writes for in RUN, by table; the keys of other runs (their intervals
+    are closed) are forgotten in the same statement."""
     out: dict[str, set[tuple[str, ...]]] = {}
-    for name, key in conn.execute("SELECT tablename, key FROM pgrepl.resolved WHERE sync = %s AND run = %s "
-                                   "AND (%s::text IS NULL OR tablename = %s)", (sync, run, table, table)):
+    for name, key in conn.execute("WITH gone AS (DELETE FROM pgrepl.resolved WHERE sync = %(sync)s AND run <> %(run)s) "
+                                   "SELECT tablename, key FROM pgrepl.resolved WHERE sync = %(sync)s AND run = %(run)s",
+                                   {"sync": sync, "run": run}):
         out.setdefault(name, set()).add(tuple(json.loads(key)))
     return out
 

@@ -145,12 +145,10 @@ class SwapRun:
         b.iv = delta.open_interval(b.conn, self.key, a.db, now=True)
         # this run's identity (both intervals): the conflict keys each side resolved in it are kept on that side
         self.run_id = hashlib.md5(" ".join((a.iv.done, a.iv.pending, b.iv.done, b.iv.pending)).encode()).hexdigest()
-        marked = []
-        for s in (a, b):
-            delta.purge_resolved(s.conn, self.key, self.run_id)
-            marked.append(delta.resolved_keys(s.conn, self.key, self.run_id))
+        # read once: keys this run resolves from now on are in self.resolved and never come back as conflicts
+        self.marked = {s.role: delta.resolved_keys(s.conn, self.key, self.run_id) for s in (a, b)}
         for name, keys in self.resolved.items():   # resolved on both sides before a crash: done
-            keys.update(marked[0].get(name, set()) & marked[1].get(name, set()))
+            keys.update(self.marked["source"].get(name, set()) & self.marked["target"].get(name, set()))
         for src, tgt in ((a, b), (b, a)):   # batches committed on tgt whose position a crash kept from moving
             src.resume = delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
         self._stop_on_abort_conflicts()
@@ -257,7 +255,7 @@ class SwapRun:
         journal = []
         with a.conn.transaction(), b.conn.transaction():
             name = t.info.qualname
-            marked = {s.role: delta.resolved_keys(s.conn, self.key, self.run_id, name).get(name, set()) for s in (a, b)}
+            marked = {role: keys.get(name, set()) for role, keys in self.marked.items()}
             for s in (a, b):
                 apply.begin_replica(s.conn)
             rows = {s.role: lock_rows(s.conn, t.info, keys, images=True) for s in (a, b)}
