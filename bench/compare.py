@@ -1,7 +1,7 @@
 """pgrepl compare benchmark: pgbench scale 10 (1M accounts) compared on a source and a target, equal and with 100
 scattered differences, beside the raw floor `pg_dump --data-only | sort | md5sum` run on both sides at once.
 
-Two PostgreSQL 15 clusters on 127.0.0.1:56570-56571 under /tmp/pgrepl-bench-compare. Prints one table;
+Two PostgreSQL 15 clusters on 127.0.0.1:25501-25502 under /tmp/pgrepl-bench-compare. Prints one table;
 docs/benchmarks.md records a run. `make bench-compare` runs it (`make bench` too; about 2 minutes).
 """
 
@@ -24,7 +24,7 @@ from pgcluster import PG_BIN, LocalCluster  # noqa: E402
 from bench import pgrepl  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_COMPARE_DIR", "/tmp/pgrepl-bench-compare"))
-PORT = int(os.environ.get("BENCH_COMPARE_PORT", "56570"))
+PORT = int(os.environ.get("BENCH_COMPARE_PORT", "25501"))
 SETTINGS = {"shared_buffers": "256MB"}
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers")
 
