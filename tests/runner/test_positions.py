@@ -81,3 +81,16 @@ def test_swap_conflict_on_an_identity_column_generated_always(env):
         assert env.q(host, "SELECT id, v FROM ident ORDER BY id") == [(1, "source"), (2, "two")]
     journal = json.loads(env.cli("list", "conflicts", "sw", "--json")[1])
     assert [(c["key"], c["winner"]) for c in journal] == [({"id": 1}, "source")]
+
+
+def test_removing_a_swap_sync_removes_what_it_recorded_on_its_sides(env):
+    """A swap records on each side how far the other side's changes are applied there (pgrepl.applied) and the
+    conflict keys it resolved in its last run (pgrepl.resolved): `remove sync` takes them away with it."""
+    test_swap_conflict_on_an_identity_column_generated_always(env)
+    recorded = "SELECT (SELECT count(*) FROM pgrepl.applied), (SELECT count(*) FROM pgrepl.resolved)"
+    assert env.q("master", recorded)[0][0] > 0 and env.q("master2", recorded)[0][1] > 0, "nothing recorded to remove"
+    env.stop()
+    env.cli("deactivate", "sw")
+    env.cli("remove", "sync", "sw")
+    for host in ("master2", "master"):
+        assert env.q(host, recorded) == [(0, 0)], host

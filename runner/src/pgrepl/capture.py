@@ -443,15 +443,16 @@ def set_notify(conn: psycopg.Connection, on: bool) -> int:
 
 
 def unsubscribe(conn: psycopg.Connection, sync: str) -> list[str]:
-    """Removes SYNC's subscriptions and consumers; drops the triggers and delta store of every table no sync
-    reads any more. Returns the tables whose capture was removed."""
+    """Removes SYNC's subscriptions, consumers and what a swap recorded on this side (applied, resolved); drops the
+    triggers and delta store of every table no sync reads any more. Returns the tables whose capture was removed."""
     if not has_schema(conn):
         return []
+    ensure_current(conn)
     removed = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgrepl.capture'))")
-        conn.execute("DELETE FROM pgrepl.consumer WHERE sync = %s", (sync,))
-        conn.execute("DELETE FROM pgrepl.subscription WHERE sync = %s", (sync,))
+        for table in ("consumer", "subscription", "applied", "resolved"):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE sync = %s").format(sql.Identifier(SCHEMA, table)), (sync,))
         for cap in captures(conn):
             if not conn.execute("SELECT 1 FROM pgrepl.subscription WHERE capture_id = %s", (cap.id,)).fetchone():
                 drop(conn, cap)
