@@ -219,6 +219,30 @@ def test_a_run_blocked_by_a_lock_fails_after_lock_timeout_and_names_the_blocker(
     env.wait_same("master", "slave", "items")
 
 
+def test_status_names_the_session_a_waiting_run_is_blocked_by_before_lock_timeout(env):
+    """An application's transaction left open on the target holds a row the run must write: until lock_timeout
+    (here 10 minutes) status says which session the worker waits for, in the list, the detail and the JSON."""
+    items_sync(env)
+    env.cli("set", "lock_timeout=600")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'x')")
+    env.wait_same("master", "slave", "items")
+    with psycopg.connect(env.c["slave"].dsn("test1"), application_name="reporting job") as holder:
+        holder.execute("SELECT * FROM items WHERE id = 1 FOR UPDATE")
+        pid = holder.info.backend_pid
+        env.x("master", "UPDATE items SET val = 'y' WHERE id = 1")
+        env.wait_for(lambda: f"lock held by backend {pid} " in env.cli("status")[1], 30, "status naming the holder")
+        [line] = [ln for ln in env.cli("status")[1].splitlines() if f"backend {pid} " in ln]
+        assert line.startswith("itemsync: waits ") and " on test1_slave " in line, line
+        assert "reporting job" in line and "idle in transaction for " in line, line
+        assert "Blocked:              waits " in env.cli("status", "itemsync")[1]
+        [b] = json.loads(env.cli("status", "--json")[1])["syncs"][0]["figures"]["blocked"]
+        assert (b["database"], b["holder"], b["holder_application"]) == ("test1_slave", pid, "reporting job"), b
+        holder.rollback()
+    env.wait_same("master", "slave", "items")
+    assert "waits" not in env.cli("status")[1]
+
+
 def test_a_busy_position_names_its_holder_and_what_it_does_since_when(env):
     """A session holding a consumer's position on the source (a leftover of a dead runner, say): the failed runs say
     which backend it is, since when it is connected and what it has been doing since when."""

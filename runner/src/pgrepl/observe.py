@@ -85,6 +85,28 @@ SELECT (SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables
     return {"rows": rows, "bytes": size, "oldest_age": age}
 
 
+# The runner's member sessions that wait for a lock, and who holds it: an application's transaction left open on a
+# target stalls a sync without an error until lock_timeout; `status` names it meanwhile. A worker's member sessions
+# are named "pgrepl SYNC" (worker.py). The holder's state is NULL when the role may not see other users' sessions.
+_BLOCKED = """
+SELECT w.application_name AS sync, w.pid, extract(epoch FROM clock_timestamp() - w.query_start)::float
+       AS seconds, b.pid AS holder, b.usename AS holder_user, b.application_name AS holder_application,
+       host(b.client_addr) AS holder_addr, b.state AS holder_state,
+       extract(epoch FROM clock_timestamp() - b.state_change)::float AS holder_state_seconds
+  FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS h(pid)
+  JOIN pg_stat_activity b ON b.pid = h.pid
+ WHERE w.application_name = ANY(%(names)s) AND w.wait_event_type = 'Lock'
+ ORDER BY w.query_start"""
+
+
+def blocked(conn: psycopg.Connection, syncs: Iterable[str]) -> list[dict]:
+    """The member sessions of SYNCS on CONN's database that wait for a lock, one row per session holding it."""
+    names = {f"pgrepl {s}"[:63]: s for s in syncs}   # the server keeps 63 bytes of an application_name
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_BLOCKED, {"names": list(names)}).fetchall()
+    return [{**r, "sync": names[r["sync"]]} for r in rows]
+
+
 class Sources:
     """Connections to the source databases of a control database's syncs, opened on demand and kept for the
     next look (a scrape or a status). A source that cannot be reached is reported, not raised."""
@@ -131,6 +153,26 @@ class Sources:
                 out["directions"].append({"sync": s["name"], "source": db, "target": tgt,
                                           "backlog": r["backlog"] if r else None, "lag": r["lag"] if r else None,
                                           "applied_age": r["applied_age"] if r else None})
+        out["blocked"] = self._blocked(syncs, out["errors"])
+        return out
+
+    def _blocked(self, syncs: list[dict], errors: dict) -> dict[str, list[dict]]:
+        """Per sync, its worker's sessions waiting for a lock on any of its databases (sources and targets)."""
+        members: dict[str, list[str]] = {}
+        for s in syncs:
+            for pair in catalog.directions(s):
+                for db in pair:
+                    members.setdefault(db, []).append(s["name"])
+        out: dict[str, list[dict]] = {s["name"]: [] for s in syncs}
+        for db, names in sorted(members.items()):
+            if db in errors:
+                continue
+            try:
+                for r in blocked(self.get(db), set(names)):
+                    out[r.pop("sync")].append({"database": db, **r})
+            except (psycopg.Error, PgreplError) as e:
+                self.conns.pop(db, None)
+                errors[db] = str(e).strip()
         return out
 
 
@@ -172,5 +214,6 @@ def figures(control: psycopg.Connection, sources: Sources, names: Iterable[str] 
                 "progress": None if p is None else {k: p[k] for k in ("kind", "total", "done", "rate", "eta", "running")}}
         out["syncs"][s["name"]] = {
             "type": s["type"], "active": s["status"] == "active", "worker_up": holders[s["name"]]["lease"] is not None,
-            "conflicts": {c["rule"]: c["n"] for c in conflicts if c["sync"] == s["name"]}, "targets": targets}
+            "conflicts": {c["rule"]: c["n"] for c in conflicts if c["sync"] == s["name"]}, "targets": targets,
+            "blocked": look["blocked"].get(s["name"], [])}
     return out

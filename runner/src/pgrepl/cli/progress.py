@@ -68,3 +68,17 @@ class Bar:
             sys.stdout.write("\r\033[K")
             sys.stdout.flush()
             self.drawn = False
+
+
+def blocked_text(b: dict) -> str:
+    """'waits 12.0s on test1_slave for a lock held by backend 4242 (alice, psql, from the local socket, idle in
+    transaction for 15.0s)': a worker's session stalled by another session (observe.blocked)."""
+    who = ", ".join([b["holder_user"] or "?", b["holder_application"] or "no application_name",
+                     f'from {b["holder_addr"] or "the local socket"}',
+                     f'{b["holder_state"]} for {lag_text(b["holder_state_seconds"])}' if b["holder_state"] else
+                     "state not visible to this role"])
+    return f'waits {lag_text(b["seconds"])} on {b["database"]} for a lock held by backend {b["holder"]} ({who})'
+
+
+def blocked_lines(name: str, sync: dict | None) -> list[str]:
+    return [f"{name}: {blocked_text(b)}" for b in (sync or {}).get("blocked", [])]

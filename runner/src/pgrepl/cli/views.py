@@ -6,7 +6,7 @@ import time
 
 from .. import catalog, lease, observe, swap, worker
 from .args import EXIT_OK, Args, Usage, _ago, _duration, _kind, _no_entries, emit_json, out
-from .progress import lag_text, owed, progress_lines, progress_text
+from .progress import blocked_lines, blocked_text, lag_text, owed, progress_lines, progress_text
 
 
 def _dbgroup_lines(r: dict, verbose: bool) -> list[str]:
@@ -135,7 +135,7 @@ def cmd_status(a: Args, conn) -> int:
     for r in rows:
         for w in r["waiting"]:
             out(f'{r["name"]}: {_waiting(w, r)}')
-        for line in progress_lines(r["name"], r["figures"]):
+        for line in progress_lines(r["name"], r["figures"]) + blocked_lines(r["name"], r["figures"]):
             out(line)
     for db, message in figures["errors"].items():
         out(f"Backlog and lag unknown: source {db} cannot be reached: {message}")
@@ -155,6 +155,7 @@ def _status_detail(r: dict, settings: dict) -> None:
         ("Current state", f'{r["current_state"]}' + (f' (PID = {r["pid"]})' if r["pid"] else "")),
         ("Lease", f'held by {lease.describe(r["lease"])}' if r["lease"] else "not held: no worker runs this sync"),
         *[("Waiting", _waiting(w, r)) for w in r["waiting"]],
+        *[("Blocked", blocked_text(b)) for b in (r["figures"] or {}).get("blocked", [])],
         ("Type", r["type"]),
         ("Source herd/database", f'{r["herd"]} / {r["source"]}'),
         (("Target database", r["targetdb"]) if r["targetdb"] else
