@@ -73,10 +73,11 @@ class Bar:
 def blocked_text(b: dict) -> str:
     """'waits 12.0s on test1_slave for a lock held by backend 4242 (alice, psql, from the local socket, idle in
     transaction for 15.0s)': a worker's session stalled by another session (observe.blocked)."""
+    seen = b["holder_state"] is not None   # NULL, like the address, for a role that may not see other users' sessions
     who = ", ".join([b["holder_user"] or "?", b["holder_application"] or "no application_name",
-                     f'from {b["holder_addr"] or "the local socket"}',
-                     f'{b["holder_state"]} for {lag_text(b["holder_state_seconds"])}' if b["holder_state"] else
-                     "state not visible to this role"])
+                     *([f'from {b["holder_addr"] or "the local socket"}',
+                        f'{b["holder_state"]} for {lag_text(b["holder_state_seconds"])}'] if seen else
+                       ["address and state not visible to this role"])])
     return f'waits {lag_text(b["seconds"])} on {b["database"]} for a lock held by backend {b["holder"]} ({who})'
 
 
