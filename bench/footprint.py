@@ -12,7 +12,7 @@ e.g. an older commit's, run by PYTHONPATH), the daemon (`pgrepl run`) is started
 A process's RSS counts every page it maps, shared libraries included (libpython, libpq, libcrypto... are counted
 again in each process); PSS divides each shared page by the processes sharing it, so the sum of PSS is the memory the
 runner really costs the host; USS (Private_Clean + Private_Dirty) is what stopping that one process would give back.
-All three come from /proc/PID/smaps_rollup. `make bench-footprint` (about 2 minutes a tree).
+All three come from /proc/PID/smaps_rollup. `make bench-footprint` (about a minute a tree and round).
 """
 
 from __future__ import annotations
