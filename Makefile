@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare bench-peers clean
+.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare bench-peers bench-footprint clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
@@ -83,6 +83,10 @@ bench-compare: venv
 
 bench-swap: venv
 	$(PY) bench/swap_lag.py
+
+## The runner's memory (RSS, PSS, USS) with 10 syncs; ARGS="--compare OTHER/runner/src" measures another tree beside.
+bench-footprint: venv
+	$(PY) bench/footprint.py $(ARGS)
 
 ## pgrepl, Bucardo 5.6 and native logical replication side by side (about 40 minutes; ARGS=--quick: a few).
 bench-peers: deps venv

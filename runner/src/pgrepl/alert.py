@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import smtplib
 import socket
-from email.message import EmailMessage
 
 log = logging.getLogger("pgrepl.alert")
 
@@ -15,6 +13,9 @@ def send(settings: dict, subject: str, body: str) -> bool:
     recipients = [a.strip() for a in settings.get("default_email_to", "").split(",") if a.strip()]
     if not recipients:
         return False
+    # imported here, not at the top: a worker that never mails does not carry the email package
+    import smtplib
+    from email.message import EmailMessage
     msg = EmailMessage()
     msg["From"] = settings.get("default_email_from") or f"pgrepl@{socket.getfqdn()}"
     msg["To"] = ", ".join(recipients)

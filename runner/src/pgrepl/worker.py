@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import alert, apply, capture, catalog, delta, guard, lease, metrics, observe, swap
+from . import alert, apply, capture, catalog, delta, guard, lease, observe
 from .capture import Capture
 from .db import connect, member_conninfo, session_options
 from .errors import PgreplError
@@ -428,6 +428,8 @@ class SyncWorker:
 
     def _delta(self, sync: dict, kicks: list[int]) -> bool:
         if sync["type"] == "swap":
+            # only a swap sync's worker loads it (memory: one interpreter per worker)
+            from . import swap
             return swap.run(self, sync, kicks)
         kick = kicks[-1] if kicks else None
         tables = self._sync_tables(sync)
@@ -506,6 +508,8 @@ def run_controller(control_conninfo: str) -> int:
     restarts: dict[str, tuple[int, float]] = {}   # sync -> (crashes in a row, not before)
     env = dict(os.environ, PGREPL_CONTROL=control_conninfo, PGREPL_CONTROLLER_PID=str(os.getpid()))
     log.info("controller started (pid %d)", os.getpid())
+    # the controller's alone: workers do not load it
+    from . import metrics
     metrics.serve(control_conninfo, settings["metrics_listen"])
     try:
         while not stopper.stopping and not stopfile.exists():

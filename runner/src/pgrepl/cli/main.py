@@ -1,7 +1,12 @@
-"""The entry point: dispatches a parsed command line to its verb and turns errors into exit codes."""
+"""The entry point: dispatches a parsed command line to its verb and turns errors into exit codes.
+
+A verb's module is imported when that verb runs: `pgrepl worker` (one interpreter per sync) and `pgrepl run` load
+none of the others' code.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import psycopg
@@ -10,11 +15,16 @@ from .. import __version__, catalog, worker
 from ..db import control_conninfo
 from ..errors import PgreplError
 from .args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Args, Usage, known_attributes, out, parse
-from .compare import cmd_compare
-from .define import cmd_activate, cmd_add, cmd_install, cmd_remove, cmd_set, cmd_show, cmd_update
-from .help import cmd_help
-from .operate import cmd_check, cmd_kick, cmd_purge, cmd_start, cmd_stop, cmd_validate
-from .views import cmd_list, cmd_status
+
+VERBS = {"show": "define", "set": "define", "add": "define", "remove": "define", "update": "define",
+         "install": "define", "activate": "define", "list": "views", "status": "views", "kick": "operate",
+         "purge": "operate", "stop": "operate", "validate": "operate", "check": "operate", "start": "operate",
+         "compare": "compare", "help": "help"}
+
+
+def _cmd(verb: str):
+    """The function of VERB (cmd_VERB in its family's module)."""
+    return getattr(importlib.import_module(f".{VERBS[verb]}", __package__), f"cmd_{verb}")
 
 
 def dispatch(a: Args) -> int:
@@ -24,33 +34,30 @@ def dispatch(a: Args) -> int:
     if not a.words or a.words[0] == "help" or {"--help", "-h"} & a.flags:
         if {"--help", "-h"} & a.flags and a.words and a.words[0] != "help":
             a.words = ["help", a.words[0]]
-        return cmd_help(a)
+        return _cmd("help")(a)
     verb = a.words[0]
     conninfo = control_conninfo(a.opt("--control"))
     if verb == "install":
-        return cmd_install(a, conninfo)
+        return _cmd("install")(a, conninfo)
     if verb == "check" or (verb == "run" and "--check" in a.flags):
-        return cmd_check(a, conninfo)
+        return _cmd("check")(a, conninfo)
     if verb == "run":
         return worker.run_controller(conninfo)
     if verb == "worker":
         return worker.run_worker(conninfo, a.words[1])
-    commands = {"show": cmd_show, "set": cmd_set, "add": cmd_add, "list": cmd_list, "remove": cmd_remove,
-                "update": cmd_update, "kick": cmd_kick, "status": cmd_status, "purge": cmd_purge,
-                "stop": cmd_stop, "validate": cmd_validate, "compare": cmd_compare}
     if verb in ("list", "kick", "status", "purge", "stop", "validate", "compare", "show", "activate", "deactivate", "start",
                 "restart"):   # take no NAME=VALUE; add, update, remove and set check theirs
         known_attributes(a, verb, ())
     with catalog.open_control(conninfo) as conn:
         if verb in ("activate", "deactivate"):
-            return cmd_activate(a, conn, verb == "activate")
+            return _cmd("activate")(a, conn, verb == "activate")
         if verb == "start":
-            return cmd_start(a, conn, conninfo)
+            return _cmd("start")(a, conn, conninfo)
         if verb == "restart":
-            cmd_stop(a, conn)
-            return cmd_start(a, conn, conninfo)
-        if verb in commands:
-            return commands[verb](a, conn)
+            _cmd("stop")(a, conn)
+            return _cmd("start")(a, conn, conninfo)
+        if verb in VERBS:
+            return _cmd(verb)(a, conn)
     raise Usage(f'unknown command "{verb}": see `pgrepl help`')
 
 
