@@ -399,10 +399,12 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                         if batch is not None:
                             tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
                             batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)
-        if last:
-            delta.close_interval(src, iv)
-        else:
-            delta.advance(src, iv, [upto or ""])
+            # the target has committed: the source's read-only transaction ends and the position moves, in one
+            # round trip (a crash in between redoes the batch, which changes nothing)
+            if last:
+                delta.close_interval(src, iv, commit=True)
+            else:
+                delta.advance(src, iv, [upto or ""], commit=True)
         counts += batch_counts
         on_batch(batch_counts)
         if last:

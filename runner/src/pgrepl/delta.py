@@ -160,29 +160,37 @@ def start_interval(conn: psycopg.Connection, iv: Interval, snapshot: str | None 
         iv.pending = snapshot or conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
 
 
-def _move(conn: psycopg.Connection, iv: Interval, assignments: sql.SQL, params: tuple) -> None:
+def _move(conn: psycopg.Connection, iv: Interval, assignments: sql.SQL, params: tuple, commit: bool = False) -> None:
     """UPDATE of the consumer row, only where it still holds what this runner last saw: the interval and cursor,
-    or for an interval not recorded yet, no interval and the same `done`."""
+    or for an interval not recorded yet, no interval and the same `done`. commit: CONN's (read-only) transaction
+    is committed first, in the same round trip (one string, values bound on the client)."""
     if iv.recorded:
         where, seen = sql.SQL("pending::text = %s AND cursor IS NOT DISTINCT FROM %s::text[]"), (iv.pending, iv.cursor)
     else:
         where, seen = sql.SQL("pending IS NULL AND done::text = %s"), (iv.done,)
-    n = conn.execute(sql.SQL("UPDATE pgrepl.consumer SET {}, updated = now() WHERE sync = %s AND target = %s AND {}")
-                     .format(assignments, where), (*params, iv.sync, iv.target, *seen)).rowcount
+    update = sql.SQL("UPDATE pgrepl.consumer SET {}, updated = now() WHERE sync = %s AND target = %s AND {}").format(
+        assignments, where)
+    if commit:
+        with psycopg.ClientCursor(conn) as cur:
+            cur.execute(sql.SQL("COMMIT; {}").format(update), (*params, iv.sync, iv.target, *seen))
+            cur.nextset()
+            n = cur.rowcount
+    else:
+        n = conn.execute(update, (*params, iv.sync, iv.target, *seen)).rowcount
     if n != 1:
         raise LeaseLost(f'The position of "{iv.sync}" -> "{iv.target}" was moved by someone else while this runner '
                         "applied it: it stops without recording progress (the changes are applied again, safely)")
 
 
-def advance(conn: psycopg.Connection, iv: Interval, cursor: list[str] | None) -> None:
-    _move(conn, iv, sql.SQL("pending = %s::pg_snapshot, cursor = %s"), (iv.pending, cursor))
+def advance(conn: psycopg.Connection, iv: Interval, cursor: list[str] | None, commit: bool = False) -> None:
+    _move(conn, iv, sql.SQL("pending = %s::pg_snapshot, cursor = %s"), (iv.pending, cursor), commit)
     iv.cursor, iv.recorded = cursor, True
 
 
-def close_interval(conn: psycopg.Connection, iv: Interval) -> None:
+def close_interval(conn: psycopg.Connection, iv: Interval, commit: bool = False) -> None:
     """Every change of the interval is applied. (An interval whose first batch found nothing never got recorded:
-    its end becomes `done` all the same.)"""
-    _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,))
+    its end becomes `done` all the same.) commit: see _move."""
+    _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,), commit)
 
 
 def record_applied(conn: psycopg.Connection, iv: Interval, source: str, upto: str, todo: str | None = None) -> None:
