@@ -94,3 +94,26 @@ def test_removing_a_swap_sync_removes_what_it_recorded_on_its_sides(env):
     env.cli("remove", "sync", "sw")
     for host in ("master2", "master"):
         assert env.q(host, recorded) == [(0, 0)], host
+
+
+def test_a_run_whose_position_was_moved_meanwhile_records_nothing(env):
+    """The batch's source transaction commits and the position moves in one round trip (delta._move, commit=True):
+    a position moved by someone else since the run read it still stops the run with LeaseLost, leaves the other's
+    position as it was, and the connection usable."""
+    import psycopg
+    import pytest
+    from pgrepl import apply, capture, catalog, delta
+    items_sync(env)
+    with psycopg.connect(env.control, autocommit=True) as control:
+        sync = catalog.source_name(control, "itemsync")
+    env.x("master", "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 10) g")
+    with psycopg.connect(env.c["master"].dsn("test1"), autocommit=True) as src, \
+            psycopg.connect(env.c["slave"].dsn("test1"), autocommit=True) as tgt:
+        iv = delta.open_interval(src, sync, "test1_slave")
+        env.x("master", "UPDATE pgrepl.consumer SET done = pg_current_snapshot() WHERE sync = %s", (sync,))
+        moved = env.q("master", "SELECT done::text FROM pgrepl.consumer WHERE sync = %s", (sync,))
+        with pytest.raises(delta.LeaseLost):
+            apply.push_interval(src, tgt, iv, capture.captures(src), 1000)
+        assert src.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert src.execute("SELECT 1").fetchone() == (1,)
+    assert env.q("master", "SELECT done::text FROM pgrepl.consumer WHERE sync = %s", (sync,)) == moved

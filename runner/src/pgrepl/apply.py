@@ -21,7 +21,8 @@ import ctypes
 import functools
 import logging
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -177,6 +178,37 @@ _KEY_LOOKUPS = ("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = o
 
 def begin_replica(tgt: psycopg.Connection) -> None:
     tgt.execute("SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS)
+
+
+@contextmanager
+def _transaction(conn: psycopg.Connection, begin: str) -> Iterator[psycopg.Cursor]:
+    """A transaction on an autocommit connection whose BEGIN, settings and first query go in one round trip (one
+    simple-protocol string: psycopg's transaction() sends its BEGIN alone first). Committed on exit, rolled back
+    on an exception; yields the cursor on the string's last result."""
+    try:
+        cur = conn.execute(begin)
+        while cur.nextset():
+            pass
+        yield cur
+    except BaseException:
+        try:
+            conn.rollback()
+        except psycopg.OperationalError:
+            pass   # the connection is gone, and its transaction with it
+        raise
+    conn.commit()
+
+
+def replica_transaction(tgt: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
+    """The target transaction of a batch, begun and set up (begin_replica) in one round trip."""
+    return _transaction(tgt, "BEGIN; SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS)
+
+
+def snapshot_transaction(src: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
+    """The source transaction of a batch (repeatable_read), begun in one round trip with its snapshot's first
+    query: the cursor holds `pg_current_snapshot()`, the snapshot every read of the transaction sees."""
+    return _transaction(src, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; " + _KEY_LOOKUPS
+                        + "; SELECT pg_current_snapshot()::text")
 
 
 def key_params(batch: Batch) -> dict:
@@ -342,19 +374,20 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
     truncated: set[int] | None = None
     while not should_stop():
         batch_counts = Counts()
-        with src.transaction():
-            repeatable_read(src)
-            delta.start_interval(src, iv)
-            if truncated is None:
-                truncated = delta.truncated_in(src, iv, caps)
+        with snapshot_transaction(src) as now:
+            delta.start_interval(src, iv, now.fetchone()[0])
+            if truncated is None:   # the first batch: which tables were truncated, and its cut, in one look
+                truncated, upto, last = delta.first_cut(src, iv, caps, batch_size)
                 by_key = [c for c in caps if c.id not in truncated]
-            upto, last = delta.next_cut(src, iv, by_key, batch_size)
+                if truncated:
+                    upto, last = delta.next_cut(src, iv, by_key, batch_size)
+            else:
+                upto, last = delta.next_cut(src, iv, by_key, batch_size)
             whole = [c for c in caps if c.id in truncated] if iv.cursor is None else []
             if upto is None and not whole:
                 last = True   # nothing (more) to apply: the interval closes, recorded or not
             else:
-                with tgt.transaction():
-                    begin_replica(tgt)
+                with replica_transaction(tgt):
                     for cap in whole:
                         tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
                         batch_counts += copy_table(src, tgt, cap.table, cols[cap.id], delete_method)
@@ -366,10 +399,12 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                         if batch is not None:
                             tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
                             batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)
-        if last:
-            delta.close_interval(src, iv)
-        else:
-            delta.advance(src, iv, [upto or ""])
+            # the target has committed: the source's read-only transaction ends and the position moves, in one
+            # round trip (a crash in between redoes the batch, which changes nothing)
+            if last:
+                delta.close_interval(src, iv, commit=True)
+            else:
+                delta.advance(src, iv, [upto or ""], commit=True)
         counts += batch_counts
         on_batch(batch_counts)
         if last:

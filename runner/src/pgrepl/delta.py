@@ -136,10 +136,12 @@ def new_changes_query(caps: list[Capture]) -> sql.Composed:
     return sql.SQL("EXISTS ({})").format(sql.SQL(" UNION ALL ").join(sql.SQL("({} LIMIT 1)").format(p) for p in probes))
 
 
-def open_interval(conn: psycopg.Connection, sync: str, target: str, now: bool = False) -> Interval:
+def open_interval(conn: psycopg.Connection, sync: str, target: str, now: bool = False,
+                  position: tuple | None = None) -> Interval:
     """The interval being applied, or a new one whose end the first batch sets (start_interval); now: a new one
-    ending now, recorded at once (swap, which looks at both sides' intervals before applying anything)."""
-    done, pending, cursor = consumer_position(conn, sync, target)
+    ending now, recorded at once (swap, which looks at both sides' intervals before applying anything).
+    POSITION: consumer_position() as the caller just read it."""
+    done, pending, cursor = position or consumer_position(conn, sync, target)
     iv = Interval(sync, target, done, pending, cursor)
     if pending is None:
         iv.recorded, iv.cursor = False, None
@@ -151,35 +153,44 @@ def open_interval(conn: psycopg.Connection, sync: str, target: str, now: bool = 
     return iv
 
 
-def start_interval(conn: psycopg.Connection, iv: Interval) -> None:
-    """In the first batch's source transaction, before it reads anything: the interval ends at its snapshot."""
+def start_interval(conn: psycopg.Connection, iv: Interval, snapshot: str | None = None) -> None:
+    """In the first batch's source transaction, before it reads anything: the interval ends at its snapshot
+    (SNAPSHOT: that snapshot, already read)."""
     if iv.pending is None:
-        iv.pending = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+        iv.pending = snapshot or conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
 
 
-def _move(conn: psycopg.Connection, iv: Interval, assignments: sql.SQL, params: tuple) -> None:
+def _move(conn: psycopg.Connection, iv: Interval, assignments: sql.SQL, params: tuple, commit: bool = False) -> None:
     """UPDATE of the consumer row, only where it still holds what this runner last saw: the interval and cursor,
-    or for an interval not recorded yet, no interval and the same `done`."""
+    or for an interval not recorded yet, no interval and the same `done`. commit: CONN's (read-only) transaction
+    is committed first, in the same round trip (one string, values bound on the client)."""
     if iv.recorded:
         where, seen = sql.SQL("pending::text = %s AND cursor IS NOT DISTINCT FROM %s::text[]"), (iv.pending, iv.cursor)
     else:
         where, seen = sql.SQL("pending IS NULL AND done::text = %s"), (iv.done,)
-    n = conn.execute(sql.SQL("UPDATE pgrepl.consumer SET {}, updated = now() WHERE sync = %s AND target = %s AND {}")
-                     .format(assignments, where), (*params, iv.sync, iv.target, *seen)).rowcount
+    update = sql.SQL("UPDATE pgrepl.consumer SET {}, updated = now() WHERE sync = %s AND target = %s AND {}").format(
+        assignments, where)
+    if commit:
+        with psycopg.ClientCursor(conn) as cur:
+            cur.execute(sql.SQL("COMMIT; {}").format(update), (*params, iv.sync, iv.target, *seen))
+            cur.nextset()
+            n = cur.rowcount
+    else:
+        n = conn.execute(update, (*params, iv.sync, iv.target, *seen)).rowcount
     if n != 1:
         raise LeaseLost(f'The position of "{iv.sync}" -> "{iv.target}" was moved by someone else while this runner '
                         "applied it: it stops without recording progress (the changes are applied again, safely)")
 
 
-def advance(conn: psycopg.Connection, iv: Interval, cursor: list[str] | None) -> None:
-    _move(conn, iv, sql.SQL("pending = %s::pg_snapshot, cursor = %s"), (iv.pending, cursor))
+def advance(conn: psycopg.Connection, iv: Interval, cursor: list[str] | None, commit: bool = False) -> None:
+    _move(conn, iv, sql.SQL("pending = %s::pg_snapshot, cursor = %s"), (iv.pending, cursor), commit)
     iv.cursor, iv.recorded = cursor, True
 
 
-def close_interval(conn: psycopg.Connection, iv: Interval) -> None:
+def close_interval(conn: psycopg.Connection, iv: Interval, commit: bool = False) -> None:
     """Every change of the interval is applied. (An interval whose first batch found nothing never got recorded:
-    its end becomes `done` all the same.)"""
-    _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,))
+    its end becomes `done` all the same.) commit: see _move."""
+    _move(conn, iv, sql.SQL("done = %s::pg_snapshot, pending = NULL, cursor = NULL"), (iv.pending,), commit)
 
 
 def record_applied(conn: psycopg.Connection, iv: Interval, source: str, upto: str, todo: str | None = None) -> None:
@@ -287,13 +298,29 @@ def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit:
     transaction goes in the batch too), or None when nothing is left. Also whether the batch is the interval's last."""
     if not caps:
         return None, True
+    upto, last = conn.execute(_cut_query(iv, caps), _params(iv, limit=limit, after=(iv.cursor or [None])[0])).fetchone()
+    return upto, last
+
+
+def _cut_query(iv: Interval, caps: list[Capture]) -> sql.Composed:
     heads = sql.SQL(" UNION ALL ").join(
         sql.SQL("(SELECT d.txid FROM {delta} d WHERE {interval} {after} ORDER BY d.txid LIMIT %(limit)s)").format(
             delta=c.delta, interval=in_interval("d"), after=_after_cursor(iv)) for c in caps)
-    q = sql.SQL("SELECT max(txid)::text, count(*) < %(limit)s FROM (SELECT txid FROM ({}) h ORDER BY txid "
-                "LIMIT %(limit)s) n").format(heads)
-    upto, last = conn.execute(q, _params(iv, limit=limit, after=(iv.cursor or [None])[0])).fetchone()
-    return upto, last
+    return sql.SQL("SELECT max(txid)::text, count(*) < %(limit)s FROM (SELECT txid FROM ({}) h ORDER BY txid "
+                   "LIMIT %(limit)s) n").format(heads)
+
+
+def first_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int
+              ) -> tuple[set[int], str | None, bool]:
+    """truncated_in() and next_cut() over every table of CAPS, in one round trip: the first batch's look. When a
+    table was truncated, the cut of the others must be asked again without it (next_cut)."""
+    if not caps:
+        return set(), None, True
+    q = sql.SQL("SELECT ARRAY(SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
+                "AND {}), cut.* FROM ({}) cut").format(in_interval("l"), _cut_query(iv, caps))
+    ids, upto, last = conn.execute(q, _params(iv, ids=[c.id for c in caps], limit=limit,
+                                              after=(iv.cursor or [None])[0])).fetchone()
+    return set(ids), upto, last
 
 
 def read_keys(conn: psycopg.Connection, iv: Interval, cap: Capture, upto: str) -> Batch | None:

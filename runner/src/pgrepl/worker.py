@@ -446,7 +446,8 @@ class SyncWorker:
         guard.check(self.name, self.source_name, tables, (d.source, d.src))   # every poll: a lost capture has nothing to apply
         wanted = {(t.schemaname, t.relname) for t in tables}
         caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
-        done, pending = delta.consumer_position(d.src, self.source_name, d.target)[:2]
+        position = delta.consumer_position(d.src, self.source_name, d.target)
+        done, pending = position[:2]
         onetime = sync["onetimecopy"]
         d.watch(d.src, self.source_name, d.target, caps, done)
         if probe:
@@ -463,7 +464,8 @@ class SyncWorker:
             # else the tables left as they were still need their changes since `done`, and applying them again
             # to the copied ones changes nothing
             counts += c
-        iv = delta.open_interval(d.src, self.source_name, d.target)
+        # the position just read, unless the copy moved it
+        iv = delta.open_interval(d.src, self.source_name, d.target, position=None if onetime else position)
         catchup = catalog.CatchUp(self.control, self.name, d.target, d.run, lambda: observe.backlog(
             d.src, [self.source_name]).get((self.source_name, d.target), {}).get("backlog"))
         c, finished = apply.push_interval(d.src, d.tgt, iv, caps, int(self.settings["batch_size"]),

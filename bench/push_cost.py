@@ -1,0 +1,118 @@
+"""What a pushdelta run costs: pgrepl's lag at `-R 200`, the source's TPS ratio with it applying at full speed,
+and the statements (round trips) per run, for two runner versions side by side, alternating.
+
+`make bench-peers`' harness (bench/peers: same clusters, tables, lag probe and TPS measure), restricted to pgrepl.
+Two durable clusters on 127.0.0.1:BENCH_PORT and +1 (default 25497) under BENCH_DIR (/tmp/pgrepl-bench-push),
+pgbench scale BENCH_SCALE (5). Each round runs every variant once, the order rotated; a variant is a runner source
+tree put first on PYTHONPATH: BENCH_VARIANTS="new=runner/src,old=/path/to/old/runner/src" (default: this tree's
+only). For each: TPS without replication (-c 4, BENCH_TPS_SECONDS, 15), pgrepl set up, TPS again while it applies
+(the ratio), then lag at -R 200 -c 2 (BENCH_LAG_SECONDS, 20) with every statement logged (log_min_duration_statement
+= 0 on both clusters): the statements pgrepl's sessions sent, per run, outside the probe's own query.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[1:1] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "bench" / "peers")]
+import measure  # noqa: E402
+import systems  # noqa: E402
+from pgcluster import LocalCluster  # noqa: E402
+
+from bench import DURABLE, tps  # noqa: E402
+
+BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-push"))
+PORT = int(os.environ.get("BENCH_PORT", "25497"))
+SCALE = int(os.environ.get("BENCH_SCALE", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "15"))
+LAG_SECONDS = int(os.environ.get("BENCH_LAG_SECONDS", "20"))
+VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", f"new={ROOT / 'runner/src'}").split(","))
+# one logged round trip: a simple-protocol statement (several statements in one string count once) or an execute
+ROUND_TRIP = re.compile(r"^(pgrepl[^|]*)\|([^|]*)\|LOG:  duration: [\d.]+ ms  (statement|execute [^:]*): (.*)")
+
+
+def log_statements(clusters: list[LocalCluster], on: bool) -> None:
+    for c in clusters:
+        if on:
+            c.execute("postgres", "ALTER SYSTEM SET log_min_duration_statement = 0")
+            c.execute("postgres", "ALTER SYSTEM SET log_line_prefix = '%a|%d|'")
+        else:
+            c.execute("postgres", "ALTER SYSTEM RESET log_min_duration_statement")
+        c.execute("postgres", "SELECT pg_reload_conf()")
+
+
+def statements(clusters: list[LocalCluster], offsets: list[int]) -> dict[str, int]:
+    """pgrepl's round trips logged since OFFSETS, by database (the control database is 'pgrepl'), probes apart."""
+    out: dict[str, int] = {}
+    for c, off in zip(clusters, offsets, strict=True):
+        with open(c.datadir / "server.log", "rb") as f:
+            f.seek(off)
+            for line in f.read().decode(errors="replace").splitlines():
+                m = ROUND_TRIP.match(line)
+                if m:
+                    key = "probe" if "IS DISTINCT FROM $1 AND EXISTS" in m.group(4) else f"{c.name}/{m.group(2)}"
+                    out[key] = out.get(key, 0) + 1
+    return out
+
+
+def one(src: LocalCluster, tgt: LocalCluster, path: str) -> dict:
+    os.environ["PYTHONPATH"] = path   # the runner's CLI and daemon are subprocesses: they import this tree
+    system = systems.Pgrepl(src, tgt, BASE)
+    base = tps(src, TPS_SECONDS)
+    measure.resync(src, tgt)
+    system.setup()
+    try:
+        r = {"tps_ratio": tps(src, TPS_SECONDS) / base}
+        measure.wait_equal(src, tgt)
+        offsets = [(c.datadir / "server.log").stat().st_size for c in (src, tgt)]
+        runs0 = src.query("pgrepl", "SELECT count(*) FROM pgrepl.run")[0][0]
+        log_statements([src, tgt], True)
+        lag = measure.lag_under_load(src, tgt, 200, LAG_SECONDS)
+        log_statements([src, tgt], False)
+        runs = src.query("pgrepl", "SELECT count(*) FROM pgrepl.run")[0][0] - runs0
+        r.update(lag_p50=lag["p50"] * 1000, lag_p99=lag["p99"] * 1000, tps_200=lag["tps"], runs=runs)
+        for k, n in statements([src, tgt], offsets).items():
+            r[f"per_run {k}" if k != "probe" else "probes"] = n / runs if k != "probe" else n
+    finally:
+        system.teardown()
+    return r
+
+
+def main() -> None:
+    src = LocalCluster("source", PORT, BASE / "source").init(DURABLE).start()
+    tgt = LocalCluster("target", PORT + 1, BASE / "target").init(DURABLE).start()
+    results: dict[str, list[dict]] = {n: [] for n in VARIANTS}
+    try:
+        for c in (src, tgt):
+            c.createdb("test1")
+            c.pgbench("test1", "-i", "-q", "-s", str(SCALE))
+        measure.prepare(src, tgt)
+        names = list(VARIANTS)
+        for rnd in range(ROUNDS):
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                load = os.getloadavg()[0]
+                r = one(src, tgt, VARIANTS[name])
+                r["load"] = load
+                results[name].append(r)
+                print(f"round {rnd + 1} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in r.items()), flush=True)
+    finally:
+        for c in (src, tgt):
+            c.stop("immediate")
+    keys = sorted({k for rs in results.values() for r in rs for k in r})
+    print("\n| figure | " + " | ".join(results) + " |\n" + "|---" * (len(results) + 1) + "|")
+    for k in keys:
+        cells = []
+        for rs in results.values():
+            v = [r[k] for r in rs if k in r]
+            cells.append(f"{statistics.median(v):.3g} ({min(v):.3g}-{max(v):.3g})" if v else "-")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
