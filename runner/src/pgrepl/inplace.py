@@ -73,11 +73,13 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
         s=stage, cols=collist, t=t.ident))
     if batch.existing:
         fill(sql.SQL("{s} ({cols})").format(s=stage, cols=collist))
-    deleted = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
-        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey)), apply.key_params(batch)).rowcount
-    counts = Counts(deletes=deleted)
+    identity, unique = (shape.identity, shape.unique) if shape is not None else table_shape(tgt, t)
+    delete = sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
+        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey))
+    if not identity and not unique:
+        return _write(tgt, t, cols, stage, delete, apply.key_params(batch))
+    counts = Counts(deletes=tgt.execute(delete, apply.key_params(batch)).rowcount)
     if batch.existing:
-        identity, unique = (shape.identity, shape.unique) if shape is not None else table_shape(tgt, t)
         if unique:
             try:
                 with tgt.transaction():   # a savepoint: only tables that can hit a transient violation pay it
@@ -113,6 +115,25 @@ def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stag
         "WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on})").format(
         t=t.ident, cols=collist, scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
         s=stage, on=_on_key(t, "x", "s"))).rowcount
+
+
+def _write(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier, delete: sql.Composed,
+           params: dict) -> Counts:
+    """DELETE, UPDATE and INSERT in one statement (one round trip): they touch disjoint keys (the deleted ones are
+    not staged, and the INSERT takes the staged keys the table lacks), so none needs to see another's rows."""
+    sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey]
+    update = sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on} RETURNING 1").format(
+        t=t.ident, sets=sql.SQL(", ").join(sets), s=stage, on=_on_key(t, "t", "s")) if sets else sql.SQL("SELECT 1 WHERE false")
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    deleted, updated, inserted = tgt.execute(sql.SQL(
+        "WITH d AS ({delete} RETURNING 1), u AS ({update}), "
+        "i AS (INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {s} AS s "
+        "      WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on}) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM i)").format(
+        delete=delete, update=update, t=t.ident, cols=collist,
+        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols), s=stage,
+        on=_on_key(t, "x", "s")), params).fetchone()
+    return Counts(inserts=inserted, updates=updated, deletes=deleted)
 
 
 def _upsert(tgt: psycopg.Connection, t: TableInfo, cols: list[str], identity: list[str], stage: sql.Identifier
