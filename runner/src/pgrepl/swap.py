@@ -177,7 +177,8 @@ class SwapRun:
         batch in one TGT transaction. Rows that TGT changed since the last run are conflicts, resolved after the
         batch. Rows that a TGT transaction holds locked right now are not waited for inside the batch (waiting
         there, holding the batch's other locks, would deadlock with applications that lock tables in another
-        order): they are applied just after, table by table, waiting for those locks. False when asked to stop."""
+        order): they are applied just after, every table together without waiting, then what is still held table
+        by table, waiting for those locks. False when asked to stop."""
         caps = [src.cap(t.info) for t in tables]
         cols = {name: shape.cols for name, shape in self.shapes[src.role].items()}
         while not self.should_stop():
@@ -202,21 +203,33 @@ class SwapRun:
                                 busy += [(t, held)] if held else []
                         # each target transaction of the batch records it, with what is left of it after
                         delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy))
+            if len(busy) > 1:   # mostly let go meanwhile: every table in one pair of transactions, not waiting
+                busy = self._apply_held(src, tgt, busy, clashes, cols, upto, wait=False)
             for i, (t, keys) in enumerate(busy):
-                with src.conn.transaction():
-                    apply.repeatable_read(src.conn)
-                    present = lock_rows(src.conn, t.info, keys, lock=False)
-                    with tgt.conn.transaction():
-                        apply.begin_replica(tgt.conn)
-                        batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
-                        clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait=True)[0]
-                        clashes += [(t, clash)] if clash else []
-                        delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy[i + 1:]))
+                self._apply_held(src, tgt, [(t, keys)], clashes, cols, upto, wait=True, after=busy[i + 1:])
             self._resolve(clashes)
             delta.advance(src.conn, src.iv, [upto])
             if last:
                 return True
         return False
+
+    def _apply_held(self, src: Side, tgt: Side, busy: list, clashes: list, cols: dict, upto: str, wait: bool,
+                    after: list = ()) -> list:
+        """The rows of BUSY that a TGT transaction held during the batch, applied in one pair of transactions (their
+        conflicts join CLASHES). Not waiting: returns those still held; AFTER: the tables left for later."""
+        left = []
+        with src.conn.transaction():
+            apply.repeatable_read(src.conn)
+            with tgt.conn.transaction():
+                apply.begin_replica(tgt.conn)
+                for t, keys in busy:
+                    present = lock_rows(src.conn, t.info, keys, lock=False)
+                    batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
+                    clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait)
+                    clashes += [(t, clash)] if clash else []
+                    left += [(t, held)] if held else []
+                delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, left + list(after)))
+        return left
 
     def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str], upto: str,
                      wait: bool) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
