@@ -6,7 +6,7 @@ import signal
 
 import psycopg
 from faults.faultlib import Supervisor, workers
-from test_swap_delta import SRC, TGT, journal, row, swap_sync
+from test_swap_delta import SRC, TGT, T, journal, row, swap_sync
 
 
 def blocked_by(env, host: str, holder: psycopg.Connection) -> list[int]:
@@ -110,3 +110,27 @@ def test_a_batch_whose_held_rows_wait_is_not_added_twice_after_a_crash(env):
     restart(env)
     assert [row(env, h)[0] for h in (SRC, TGT)] == [103, 103], "the held row: 100 + 3"
     assert [row(env, h, 2)[0] for h in (SRC, TGT)] == [4, 4], "the row of the first transaction: 0 + 4, added once"
+
+
+def test_rows_held_on_two_tables_are_not_added_twice_after_a_crash(env):
+    """Rows 1 of two tables held by an application on the target: the batch applies rows 2, the held rows are
+    tried together without waiting (still held), then table by table, waiting; the runner dies waiting for the
+    first one. After a restart, every increment is added once."""
+    swap_sync(env, "latest", T + ";" + T.replace("TABLE t", "TABLE u").replace("INTO t", "INTO u"))
+    env.x(SRC, "UPDATE t SET n = n + 3 WHERE id = 1; UPDATE t SET n = n + 4 WHERE id = 2; "
+               "UPDATE u SET n = n + 5 WHERE id = 1; UPDATE u SET n = n + 6 WHERE id = 2")
+    env.cli("set", "lock_timeout=600")
+
+    def n(host: str, table: str, key: int) -> int:
+        return env.q(host, f"SELECT n FROM {table} WHERE id = %s", (key,))[0][0]
+
+    with psycopg.connect(env.c[TGT].dsn("test1")) as hold:
+        hold.execute("SELECT 1 FROM t WHERE id = 1 FOR UPDATE")
+        hold.execute("SELECT 1 FROM u WHERE id = 1 FOR UPDATE")
+        env.start()
+        env.wait_for(lambda: blocked_by(env, TGT, hold), 30, "a held row's transaction waiting")
+        assert (n(TGT, "t", 2), n(TGT, "u", 2)) == (4, 6), "the batch's first target transaction committed"
+        crash(env, TGT, hold)
+    restart(env)
+    assert [(n(h, "t", 1), n(h, "u", 1)) for h in (SRC, TGT)] == [(103, 105)] * 2, "the held rows, added once"
+    assert [(n(h, "t", 2), n(h, "u", 2)) for h in (SRC, TGT)] == [(4, 6)] * 2, "the first transaction's, once"

@@ -351,6 +351,30 @@ SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arr
 
 # --- swap: conflict keys resolved in a run (pgrepl.resolved), on each side in the transaction that wrote them ----
 
+def open_swap(conn: psycopg.Connection, sync: str, target: str, caps: list[Capture]) -> tuple[Interval, bool]:
+    """open_interval(now=True), in one round trip when no interval is open: a new one ends now, its cursor is
+    already past its first batch (`[""]`) when it holds no truncate of CAPS (nothing to copy whole), and the keys
+    resolved in earlier runs are forgotten (a new interval is a new run: none are this run's). Returns the
+    interval and whether it is new."""
+    row = conn.execute("""
+WITH s AS (SELECT pg_current_snapshot() AS snap),
+new AS (
+    UPDATE pgrepl.consumer c SET pending = s.snap, updated = now(), cursor = CASE WHEN EXISTS (
+               SELECT FROM pgrepl.truncate_log l WHERE l.capture_id = ANY(%(ids)s)
+                  AND l.txid >= pg_snapshot_xmin(c.done) AND l.txid < pg_snapshot_xmax(s.snap)
+                  AND pg_visible_in_snapshot(l.txid, s.snap) AND NOT pg_visible_in_snapshot(l.txid, c.done)
+                  AND l.origin IS DISTINCT FROM %(sync)s) THEN NULL ELSE '{""}'::text[] END
+      FROM s WHERE c.sync = %(sync)s AND c.target = %(target)s AND c.pending IS NULL
+    RETURNING c.done::text, c.pending::text, c.cursor
+), gone AS (
+    DELETE FROM pgrepl.resolved WHERE sync = %(sync)s AND EXISTS (SELECT FROM new)
+)
+SELECT * FROM new""", {"sync": sync, "target": target, "ids": [c.id for c in caps]}).fetchone()
+    if row is None:   # an interval is open (resumed), or no consumer row yet
+        return open_interval(conn, sync, target, now=True), False
+    return Interval(sync, target, *row), True
+
+
 def resolved_keys(conn: psycopg.Connection, sync: str, run: str) -> dict[str, set[tuple[str, ...]]]:
     """The keys this side got the other side's writes for in RUN, by table; the keys of other runs (their intervals
     are closed) are forgotten in the same statement."""
@@ -362,7 +386,9 @@ def resolved_keys(conn: psycopg.Connection, sync: str, run: str) -> dict[str, se
     return out
 
 
-def mark_resolved(conn: psycopg.Connection, sync: str, run: str, table: str, keys: list[tuple[str, ...]]) -> None:
+def mark_resolved(conn: psycopg.Connection, sync: str, run: str, keys: list[tuple[str, tuple[str, ...]]]) -> None:
+    """KEYS: (table, key) pairs, of any tables: one statement."""
     if keys:
-        conn.execute("INSERT INTO pgrepl.resolved (sync, run, tablename, key) SELECT %s, %s, %s, unnest(%s::text[]) "
-                     "ON CONFLICT DO NOTHING", (sync, run, table, [json.dumps(list(k)) for k in keys]))
+        conn.execute("INSERT INTO pgrepl.resolved (sync, run, tablename, key) SELECT %s, %s, unnest(%s::text[]), "
+                     "unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                     (sync, run, [t for t, k in keys], [json.dumps(list(k)) for t, k in keys]))

@@ -13,7 +13,9 @@ as DELETE + INSERT, from a savepoint.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -23,38 +25,73 @@ from .apply import Counts
 from .capture import TableInfo
 from .delta import Batch
 
-STAGE = sql.Identifier("pg_temp", "pgrepl_stage")   # qualified: never a table of the application
+# each table's rows get a stage of their own, dropped at commit: never a DROP TABLE, whose command status makes
+# psycopg forget (and DEALLOCATE, one more round trip) every prepared statement of the connection
+_STAGES = itertools.count(1)
 
 
-def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Callable[[sql.Composable], None]
-               ) -> Counts:
+def _stage() -> sql.Identifier:
+    return sql.Identifier("pg_temp", f"pgrepl_stage_{next(_STAGES)}")   # qualified: never a table of the application
+
+
+@dataclass
+class Shape:
+    """What writing a table's rows in place needs to know of it on one side, read once per run (shapes)."""
+    cols: list[str]        # the columns COPY can write (apply.columns)
+    identity: list[str]    # GENERATED ALWAYS identity columns outside the key
+    unique: bool           # a unique or exclusion index besides the key's
+
+
+def shapes(conn: psycopg.Connection, tables: list[TableInfo]) -> dict[str, Shape]:
+    """The Shape of every table of TABLES on CONN, by qualified name, in one round trip."""
+    names = [sql.SQL("{}").format(t.ident).as_string(conn) for t in tables]
+    found = {r[0]: r[1:] for r in conn.execute(
+        "SELECT n.name, array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attgenerated = ''), "
+        "coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a'), '{}'), "
+        "(SELECT count(*) FROM pg_index i WHERE i.indrelid = to_regclass(n.name) "
+        " AND (i.indisunique OR i.indisexclusion)) > 1 "
+        "FROM unnest(%s::text[]) AS n(name) LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(n.name) "
+        "AND a.attnum > 0 AND NOT a.attisdropped GROUP BY n.name", (names,))}
+    out = {}
+    for t, name in zip(tables, names, strict=True):
+        cols, identity, unique = found.get(name) or (None, [], False)
+        if not cols:
+            raise psycopg.errors.UndefinedTable(f"table {t.qualname} does not exist")
+        out[t.qualname] = Shape(cols, [c for c in identity if c not in t.pkey], unique)
+    return out
+
+
+def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Callable[[sql.Composable], None],
+               shape: Shape | None = None) -> Counts:
     """In the caller's transaction on TGT (session_replication_role = replica): every key of BATCH takes the
-    row that FILL(into) writes into the stage (INTO: `pgrepl_stage (cols)`), or is deleted when the batch says
-    it is not present. COLS: the columns to write (apply.columns)."""
+    row that FILL(into) writes into the stage (INTO: `pgrepl_stage_N (cols)`), or is deleted when the batch says
+    it is not present. COLS: the columns to write (apply.columns); SHAPE: the table's on TGT (read when None)."""
     t = batch.capture.table
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    stage = _stage()
     tgt.execute(sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA").format(
-        s=STAGE, cols=collist, t=t.ident))
+        s=stage, cols=collist, t=t.ident))
     if batch.existing:
-        fill(sql.SQL("{s} ({cols})").format(s=STAGE, cols=collist))
-    deleted = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
-        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey)), apply.key_params(batch)).rowcount
-    counts = Counts(deletes=deleted)
+        fill(sql.SQL("{s} ({cols})").format(s=stage, cols=collist))
+    identity, unique = (shape.identity, shape.unique) if shape is not None else table_shape(tgt, t)
+    delete = sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
+        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey))
+    if not identity and not unique:
+        return _write(tgt, t, cols, stage, delete, apply.key_params(batch))
+    counts = Counts(deletes=tgt.execute(delete, apply.key_params(batch)).rowcount)
     if batch.existing:
-        identity, unique = shape(tgt, t)
         if unique:
             try:
                 with tgt.transaction():   # a savepoint: only tables that can hit a transient violation pay it
-                    counts += _upsert(tgt, t, cols, identity)
+                    counts += _upsert(tgt, t, cols, identity, stage)
             except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
-                counts += _replace(tgt, t, cols)
+                counts += _replace(tgt, t, cols, stage)
         else:
-            counts += _upsert(tgt, t, cols, identity)
-    tgt.execute(sql.SQL("DROP TABLE {}").format(STAGE))   # the next table of the transaction stages its own
+            counts += _upsert(tgt, t, cols, identity, stage)
     return counts
 
 
-def shape(tgt: psycopg.Connection, t: TableInfo) -> tuple[list[str], bool]:
+def table_shape(tgt: psycopg.Connection, t: TableInfo) -> tuple[list[str], bool]:
     """The table's GENERATED ALWAYS identity columns outside the key, and whether it has a unique or exclusion
     index besides one (the key's)."""
     return tgt.execute(
@@ -70,53 +107,74 @@ def _on_key(t: TableInfo, left: str, right: str) -> sql.Composed:
                                                                       c=sql.Identifier(c)) for c in t.pkey)
 
 
-def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str]) -> int:
+def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier) -> int:
     """The staged rows whose key the table lacks, identity columns as staged (the winner's values)."""
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     return tgt.execute(sql.SQL(
         "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {s} AS s "
         "WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on})").format(
         t=t.ident, cols=collist, scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-        s=STAGE, on=_on_key(t, "x", "s"))).rowcount
+        s=stage, on=_on_key(t, "x", "s"))).rowcount
 
 
-def _upsert(tgt: psycopg.Connection, t: TableInfo, cols: list[str], identity: list[str]) -> Counts:
+def _write(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier, delete: sql.Composed,
+           params: dict) -> Counts:
+    """DELETE, UPDATE and INSERT in one statement (one round trip): they touch disjoint keys (the deleted ones are
+    not staged, and the INSERT takes the staged keys the table lacks), so none needs to see another's rows."""
+    sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey]
+    update = sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on} RETURNING 1").format(
+        t=t.ident, sets=sql.SQL(", ").join(sets), s=stage, on=_on_key(t, "t", "s")) if sets else sql.SQL("SELECT 1 WHERE false")
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    deleted, updated, inserted = tgt.execute(sql.SQL(
+        "WITH d AS ({delete} RETURNING 1), u AS ({update}), "
+        "i AS (INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {s} AS s "
+        "      WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on}) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM i)").format(
+        delete=delete, update=update, t=t.ident, cols=collist,
+        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols), s=stage,
+        on=_on_key(t, "x", "s")), params).fetchone()
+    return Counts(inserts=inserted, updates=updated, deletes=deleted)
+
+
+def _upsert(tgt: psycopg.Connection, t: TableInfo, cols: list[str], identity: list[str], stage: sql.Identifier
+            ) -> Counts:
     replaced = 0
     if identity:   # an UPDATE may not set them: rows whose value differs are replaced
         replaced = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {s} AS s WHERE {on} "
                                        "AND ({ti}) IS DISTINCT FROM ({si})").format(
-            t=t.ident, s=STAGE, on=_on_key(t, "t", "s"),
+            t=t.ident, s=stage, on=_on_key(t, "t", "s"),
             ti=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in identity),
             si=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in identity))).rowcount
     sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey and c not in identity]
     updated = 0
     if sets:   # a table of key columns only: a row that exists is already right
         updated = tgt.execute(sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on}").format(
-            t=t.ident, sets=sql.SQL(", ").join(sets), s=STAGE, on=_on_key(t, "t", "s"))).rowcount
-    inserted = _insert_missing(tgt, t, cols)
+            t=t.ident, sets=sql.SQL(", ").join(sets), s=stage, on=_on_key(t, "t", "s"))).rowcount
+    inserted = _insert_missing(tgt, t, cols, stage)
     return Counts(inserts=inserted - replaced, updates=updated + replaced)
 
 
-def _replace(tgt: psycopg.Connection, t: TableInfo, cols: list[str]) -> Counts:
+def _replace(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier) -> Counts:
     """DELETE + INSERT of every staged row: never a transient unique violation between them."""
     deleted = tgt.execute(sql.SQL("DELETE FROM {t} AS t USING {s} AS s WHERE {on}").format(
-        t=t.ident, s=STAGE, on=_on_key(t, "t", "s"))).rowcount
-    inserted = _insert_missing(tgt, t, cols)
+        t=t.ident, s=stage, on=_on_key(t, "t", "s"))).rowcount
+    inserted = _insert_missing(tgt, t, cols, stage)
     return Counts(inserts=inserted - deleted, updates=deleted)
 
 
 def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
-                origin: str | None = None, target_capture=None) -> Counts:
+                origin: str | None = None, target_capture=None, shape: Shape | None = None) -> Counts:
     """apply.apply_batch, in place: the batch's rows as they are in the caller's source snapshot."""
     counts = apply_rows(tgt, batch, cols, lambda into: apply.stream_copy(
         src, tgt, apply.copy_out_batch(batch, cols), sql.SQL("COPY {} FROM STDIN").format(into),
-        apply.key_params(batch)))
+        apply.key_params(batch)), shape)
     if target_capture is not None:
         apply.record_keys(tgt, target_capture, batch, origin)
     return counts
 
 
-def write_images(tgt: psycopg.Connection, batch: Batch, cols: list[str], images: list[str], chunk: int) -> Counts:
+def write_images(tgt: psycopg.Connection, batch: Batch, cols: list[str], images: list[str], chunk: int,
+                 shape: Shape | None = None) -> Counts:
     """apply_rows with the rows given as jsonb images (text; the batch's present keys' rows), CHUNK per INSERT."""
     t = batch.capture.table
 
@@ -126,4 +184,4 @@ def write_images(tgt: psycopg.Connection, batch: Batch, cols: list[str], images:
             tgt.execute(sql.SQL("INSERT INTO {into} SELECT {cols} FROM "
                                 "jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)").format(
                 into=into, cols=collist, t=t.ident), {"rows": "[" + ",".join(images[i:i + chunk]) + "]"})
-    return apply_rows(tgt, batch, cols, fill)
+    return apply_rows(tgt, batch, cols, fill, shape)

@@ -64,6 +64,7 @@ class Side:
     iv: Interval | None = None
     commit_ts: bool = False        # track_commit_timestamp is on
     resume: tuple[str, str] | None = None   # a batch of iv the other side holds in part: (cursor, what is left)
+    fresh: bool = False            # iv was opened by this run
 
     def cap(self, table: TableInfo) -> Capture:
         try:
@@ -141,16 +142,19 @@ class SwapRun:
 
     def run(self) -> Counts:
         a, b = self.a, self.b
-        a.iv = delta.open_interval(a.conn, self.key, b.db, now=True)
-        b.iv = delta.open_interval(b.conn, self.key, a.db, now=True)
+        for s, o in ((a, b), (b, a)):
+            s.iv, s.fresh = delta.open_swap(s.conn, self.key, o.db, [s.cap(t.info) for t in self.tables])
         # this run's identity (both intervals): the conflict keys each side resolved in it are kept on that side
         self.run_id = hashlib.md5(" ".join((a.iv.done, a.iv.pending, b.iv.done, b.iv.pending)).encode()).hexdigest()
+        # each side's columns and what writing in place needs, once per run (not per table and batch)
+        self.shapes = {s.role: inplace.shapes(s.conn, [t.info for t in self.tables]) for s in (a, b)}
         # read once: keys this run resolves from now on are in self.resolved and never come back as conflicts
-        self.marked = {s.role: delta.resolved_keys(s.conn, self.key, self.run_id) for s in (a, b)}
+        # (a side whose interval is new forgot the keys of old runs as it opened it)
+        self.marked = {s.role: {} if s.fresh else delta.resolved_keys(s.conn, self.key, self.run_id) for s in (a, b)}
         for name, keys in self.resolved.items():   # resolved on both sides before a crash: done
             keys.update(self.marked["source"].get(name, set()) & self.marked["target"].get(name, set()))
         for src, tgt in ((a, b), (b, a)):   # batches committed on tgt whose position a crash kept from moving
-            src.resume = delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
+            src.resume = None if src.fresh else delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
         self._stop_on_abort_conflicts()
         # the truncations are copied once per interval: a cursor on both sides says it was done (before a restart)
         copied = self._truncations(copy=a.iv.cursor is None or b.iv.cursor is None)
@@ -173,9 +177,10 @@ class SwapRun:
         batch in one TGT transaction. Rows that TGT changed since the last run are conflicts, resolved after the
         batch. Rows that a TGT transaction holds locked right now are not waited for inside the batch (waiting
         there, holding the batch's other locks, would deadlock with applications that lock tables in another
-        order): they are applied just after, table by table, waiting for those locks. False when asked to stop."""
+        order): they are applied just after, every table together without waiting, then what is still held table
+        by table, waiting for those locks. False when asked to stop."""
         caps = [src.cap(t.info) for t in tables]
-        cols = apply.columns_of(src.conn, [t.info for t in tables])
+        cols = {name: shape.cols for name, shape in self.shapes[src.role].items()}
         while not self.should_stop():
             clashes, busy = [], []
             if src.resume:   # its first target transaction committed before a crash: what is left of the batch
@@ -198,22 +203,33 @@ class SwapRun:
                                 busy += [(t, held)] if held else []
                         # each target transaction of the batch records it, with what is left of it after
                         delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy))
+            if len(busy) > 1:   # mostly let go meanwhile: every table in one pair of transactions, not waiting
+                busy = self._apply_held(src, tgt, busy, clashes, cols, upto, wait=False)
             for i, (t, keys) in enumerate(busy):
-                with src.conn.transaction():
-                    apply.repeatable_read(src.conn)
-                    present = lock_rows(src.conn, t.info, keys, lock=False)
-                    with tgt.conn.transaction():
-                        apply.begin_replica(tgt.conn)
-                        batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
-                        clash = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait=True)[0]
-                        clashes += [(t, clash)] if clash else []
-                        delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy[i + 1:]))
-            for t, keys in clashes:
-                self._resolve(t, keys)
+                self._apply_held(src, tgt, [(t, keys)], clashes, cols, upto, wait=True, after=busy[i + 1:])
+            self._resolve(clashes)
             delta.advance(src.conn, src.iv, [upto])
             if last:
                 return True
         return False
+
+    def _apply_held(self, src: Side, tgt: Side, busy: list, clashes: list, cols: dict, upto: str, wait: bool,
+                    after: list = ()) -> list:
+        """The rows of BUSY that a TGT transaction held during the batch, applied in one pair of transactions (their
+        conflicts join CLASHES). Not waiting: returns those still held; AFTER: the tables left for later."""
+        left = []
+        with src.conn.transaction():
+            apply.repeatable_read(src.conn)
+            with tgt.conn.transaction():
+                apply.begin_replica(tgt.conn)
+                for t, keys in busy:
+                    present = lock_rows(src.conn, t.info, keys, lock=False)
+                    batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
+                    clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait)
+                    clashes += [(t, clash)] if clash else []
+                    left += [(t, held)] if held else []
+                delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, left + list(after)))
+        return left
 
     def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str], upto: str,
                      wait: bool) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
@@ -223,20 +239,20 @@ class SwapRun:
         tcap = tgt.cap(t.info)
         resolved = self.resolved[t.info.qualname]
         keys = batch.keys
-        locked = lock_rows(tgt.conn, t.info, keys, skip_locked=not wait)
-        held = set() if wait else set(lock_rows(tgt.conn, t.info, keys, lock=False)) - set(locked)
+        locked, held = (lock_rows(tgt.conn, t.info, keys), set()) if wait else lock_skipping(tgt.conn, t.info, keys)
         clash = changed_since(tgt, tcap, self.key, keys) - resolved
         clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
         scap, origin = src.cap(t.info), self.key if self.sync["makedelta"] else None
+        shape = self.shapes[tgt.role][t.info.qualname]
         if clean and scap.rich:   # delta columns, merge: updated rows in place (swap_delta), the others copied
             done, n = swap_delta.apply_additive(
                 src, tgt, scap, tcap, [keys[i] for i in clean], set(locked), upto, origin,
-                lambda ks: lock_rows(src.conn, t.info, ks, images=True, lock=False))
+                lambda ks: lock_rows(src.conn, t.info, ks, images=True, lock=False), shape)
             self.counts.updates += n
             clean = [i for i in clean if keys[i] not in done]
         if clean:
             self.counts += inplace.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
-                                               tcap if origin else None)
+                                               tcap if origin else None, shape)
         return sorted(clash), sorted(held - clash)
 
     def _todo(self, text: str) -> tuple[list, list]:
@@ -247,45 +263,85 @@ class SwapRun:
 
     # --- conflicts -------------------------------------------------------------------------------------------
 
-    def _resolve(self, t: Table, keys: list[tuple[str, ...]]) -> None:
+    def _resolve(self, clashes: list[tuple[Table, list[tuple[str, ...]]]]) -> None:
+        """A batch's conflicts, every table in one pair of transactions (both sides), their rows locked without
+        waiting; a table whose rows another transaction holds on either side is resolved after, in a pair of its
+        own that waits for them (waiting while holding the other tables' locks could deadlock with applications
+        that lock tables in another order)."""
+        if clashes:
+            for t, keys in self._resolve_in(clashes, wait=False):
+                self._resolve_in([(t, keys)], wait=True)
+
+    def _resolve_in(self, clashes: list, wait: bool) -> list:
         """Both sides locked: compare the rows, let the rule pick a winner per row, write it on the loser. Each
         side records the keys in the transaction that writes them (pgrepl.resolved): after a crash, a key is not
-        written again on a side that has it, nor journaled again."""
+        written again on a side that has it, nor journaled again. Returns the tables left for want of locks."""
         a, b = self.a, self.b
-        journal = []
+        done, left = [], []
         with a.conn.transaction(), b.conn.transaction():
-            name = t.info.qualname
-            marked = {role: keys.get(name, set()) for role, keys in self.marked.items()}
             for s in (a, b):
                 apply.begin_replica(s.conn)
-            rows = {s.role: lock_rows(s.conn, t.info, keys, images=True) for s in (a, b)}
-            when = {s.role: last_change(s, s.cap(t.info), self.key, keys) for s in (a, b)} \
-                if t.rule in ("latest", "merge") else {}
-            kept: set = set()
-            if t.deltacols or t.rule == "merge":   # both sides' writes kept where both only updated the row
-                kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide, marked)
-            for k in (k for k in keys if k not in kept):
-                src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
-                if src_row != tgt_row:
-                    journal.append((k, src_row, tgt_row, decide(t.rule, when, k)))
-            if t.rule == "abort" and journal:
-                self._journal(t, journal)
-                raise ConflictAbort(_abort_message(t, journal))
-            for winner, loser in ((a, b), (b, a)):
-                won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal
-                       if entry[3] == winner.role and entry[0] not in kept and entry[0] not in marked[loser.role]]
-                if won:
-                    self.counts += write_rows(loser, t.info, won, self.key if self.sync["makedelta"] else None)
+            for t, keys in clashes:
+                rows = self._lock_images(t, keys, wait)
+                if rows is None:
+                    left.append((t, keys))
+                else:
+                    done.append((t, keys, self._settle(t, keys, rows)))
             for s in (a, b):
-                delta.mark_resolved(s.conn, self.key, self.run_id, t.info.qualname,
-                                    [k for k in keys if k not in marked[s.role]])
+                delta.mark_resolved(s.conn, self.key, self.run_id, [
+                    (t.info.qualname, k) for t, keys, _ in done for k in keys if k not in self._marked(s.role, t)])
             # journaled (and committed, autocommit) before the resolution commits: a crash between the two leaves
             # the journal entry and a conflict the next run finds and journals again; never a silent resolution.
-            # A key one side wrote before a crash was journaled then.
-            journal = [e for e in journal if e[0] not in marked["source"] and e[0] not in marked["target"]]
+            for t, _, journal in done:
+                self._journal(t, journal)
+        for t, keys, journal in done:
+            self.counts.conflicts += len(journal)
+            self.resolved[t.info.qualname].update(keys)
+        return left
+
+    def _marked(self, role: str, t: Table) -> set:
+        """The keys of T that side ROLE got the other's writes for in this run before a crash."""
+        return self.marked[role].get(t.info.qualname, set())
+
+    def _lock_images(self, t: Table, keys: list[tuple[str, ...]], wait: bool) -> dict | None:
+        """Locks KEYS' rows on both sides; their images by side role, by key. Not waiting: None when another
+        transaction holds one of them (the rows locked so far stay locked until the caller's commit)."""
+        rows = {}
+        for s in (self.a, self.b):
+            if wait:
+                rows[s.role] = lock_rows(s.conn, t.info, keys, images=True)
+            else:
+                rows[s.role], held = lock_skipping(s.conn, t.info, keys, images=True)
+                if held:
+                    return None
+        return rows
+
+    def _settle(self, t: Table, keys: list[tuple[str, ...]], rows: dict) -> list:
+        """In _resolve_in's transactions, T's rows locked: the winners written; returns the journal entries (the
+        keys either side wrote before a crash left out: journaled then)."""
+        a, b = self.a, self.b
+        marked = {role: self._marked(role, t) for role in self.marked}
+        when = {s.role: last_change(s, s.cap(t.info), self.key, keys) for s in (a, b)} \
+            if t.rule in ("latest", "merge") else {}
+        kept: set = set()
+        journal = []
+        if t.deltacols or t.rule == "merge":   # both sides' writes kept where both only updated the row
+            kept, journal = swap_delta.resolve(self, t, keys, rows, when, decide, marked)
+        for k in (k for k in keys if k not in kept):
+            src_row, tgt_row = rows["source"].get(k), rows["target"].get(k)
+            if src_row != tgt_row:
+                journal.append((k, src_row, tgt_row, decide(t.rule, when, k)))
+        if t.rule == "abort" and journal:
             self._journal(t, journal)
-        self.counts.conflicts += len(journal)
-        self.resolved[t.info.qualname].update(keys)
+            raise ConflictAbort(_abort_message(t, journal))
+        for winner, loser in ((a, b), (b, a)):
+            won = [(entry[0], rows[winner.role].get(entry[0])) for entry in journal
+                   if entry[3] == winner.role and entry[0] not in kept and entry[0] not in marked[loser.role]]
+            if won:
+                self.counts += write_rows(loser, t.info, won, self.key if self.sync["makedelta"] else None,
+                                          self.shapes[loser.role][t.info.qualname])
+        # a key one side wrote before a crash was journaled then
+        return [e for e in journal if e[0] not in marked["source"] and e[0] not in marked["target"]]
 
     def _stop_on_abort_conflicts(self) -> None:
         """Tables whose rule is abort: look for conflicts before anything is written, so that an abort leaves
@@ -348,8 +404,8 @@ class SwapRun:
         recent TRUNCATE to the other (Bucardo's rule): that side's later changes win, the other side's rows go.
         Returns those tables; copy=False: they were copied before a restart, only say which."""
         copied = set()
-        truncated = {s.role: delta.truncated_in(s.conn, s.iv, [s.cap(t.info) for t in self.tables])
-                     for s in (self.a, self.b)}
+        truncated = {s.role: set() if s.fresh and s.iv.cursor is not None   # opened past its truncates: none
+                     else delta.truncated_in(s.conn, s.iv, [s.cap(t.info) for t in self.tables]) for s in (self.a, self.b)}
         for t in self.tables:
             on = [s for s in (self.a, self.b) if s.cap(t.info).id in truncated[s.role]]
             if not on:
@@ -363,8 +419,8 @@ class SwapRun:
                 apply.repeatable_read(winner.conn)
                 with loser.conn.transaction():
                     apply.begin_replica(loser.conn)
-                    self.counts += apply.copy_table(winner.conn, loser.conn, t.info, apply.columns(winner.conn, t.info),
-                                                    self.delete_method)
+                    self.counts += apply.copy_table(winner.conn, loser.conn, t.info,
+                                                    self.shapes[winner.role][t.info.qualname].cols, self.delete_method)
                     if self.sync["makedelta"]:
                         loser.conn.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
                                            (loser.cap(t.info).id, self.key))
@@ -441,6 +497,27 @@ def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, 
     return {tuple(r[:-1]): r[-1] for r in conn.execute(q, _key_params(table, keys))}
 
 
+def lock_skipping(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False
+                  ) -> tuple[dict[tuple[str, ...], str], set[tuple[str, ...]]]:
+    """lock_rows(skip_locked=True), and the keys whose row exists but another transaction holds (skipped), in
+    one round trip: (locked rows, held keys)."""
+    if not keys:
+        return {}, set()
+    rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
+        keytext=_key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"), t=table.ident,
+        keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey))
+    q = sql.SQL("WITH l AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED) "
+                "SELECT true, * FROM l UNION ALL SELECT false, * FROM ({rows}) e").format(
+        rows=rows, order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey))
+    locked, existing = {}, set()
+    for r in conn.execute(q, _key_params(table, keys)):
+        if r[0]:
+            locked[tuple(r[1:-1])] = r[-1]
+        else:
+            existing.add(tuple(r[1:-1]))
+    return locked, existing - set(locked)
+
+
 def _since_done(alias: str) -> sql.Composed:
     """Delta rows committed on a side since its last run (done), not written there by this sync."""
     return sql.SQL("{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
@@ -491,13 +568,14 @@ WRITE_CHUNK = 1000   # row images per INSERT: a batch's conflicts are not sent a
 
 
 def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], str | None]],
-               origin: str | None) -> Counts:
+               origin: str | None, shape: inplace.Shape) -> Counts:
     """In the caller's transaction on SIDE: each key takes the given row image (jsonb text), or is deleted
-    (None), in place (inplace.py). origin: also record the keys in SIDE's delta store (makedelta)."""
+    (None), in place (inplace.py). origin: also record the keys in SIDE's delta store (makedelta). SHAPE: the
+    table's on SIDE (inplace.shapes)."""
     cap = side.cap(table)
     batch = Batch.of(cap, [key for key, image in rows], [image is not None for key, image in rows])
-    counts = inplace.write_images(side.conn, batch, apply.columns(side.conn, table),
-                                  [image for key, image in rows if image is not None], WRITE_CHUNK)
+    counts = inplace.write_images(side.conn, batch, shape.cols,
+                                  [image for key, image in rows if image is not None], WRITE_CHUNK, shape)
     if origin is not None:
         apply.record_keys(side.conn, cap, batch, origin)
     return counts

@@ -100,11 +100,12 @@ def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv
     return out
 
 
-def update_rows(conn: psycopg.Connection, cap: Capture, entries: list) -> int:
+def update_rows(conn: psycopg.Connection, cap: Capture, entries: list, shape: inplace.Shape) -> int:
     """In the caller's transaction: each (key, row image, nets) entry UPDATEs its row in place: the columns take
     the image's values, each delta column its value now plus the net change (the image's value where either is
     NULL). An UPDATE, never DELETE + INSERT: a writer waiting on the row updates it after us, while a deleted row
-    would make its UPDATE find nothing and lose its change. One statement for every entry."""
+    would make its UPDATE find nothing and lose its change. One statement for every entry. SHAPE: the table's on
+    CONN (inplace.shapes)."""
     if not entries:
         return 0
     table = cap.table
@@ -116,9 +117,8 @@ def update_rows(conn: psycopg.Connection, cap: Capture, entries: list) -> int:
     for i in range(nd):
         params[f"n{i}"] = _text_array(e[2][i] for e in entries)
     params["rows"] = "[" + ",".join(e[1] for e in entries) + "]"
-    identity = inplace.shape(conn, table)[0]   # GENERATED ALWAYS: an UPDATE may not set it (the row's own anyway)
-    plain = [c for c in apply.columns(conn, table) if c not in table.pkey and c not in cap.deltacols
-             and c not in identity]
+    # GENERATED ALWAYS identity columns: an UPDATE may not set them (the row's own anyway)
+    plain = [c for c in shape.cols if c not in table.pkey and c not in cap.deltacols and c not in shape.identity]
     sets = [sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c)) for c in plain]
     sets += [sql.SQL("{c} = coalesce(t.{c} + k.{n}::{t}, r.{c})").format(
         c=sql.Identifier(c), n=sql.Identifier(f"n{i}"), t=sql.SQL(cap.nettypes[i])) for i, c in enumerate(cap.deltacols)]
@@ -133,15 +133,16 @@ def update_rows(conn: psycopg.Connection, cap: Capture, entries: list) -> int:
 
 
 def apply_additive(src, tgt, cap: Capture, tcap: Capture, keys: list, locked, upto: str, origin: str | None,
-                   images) -> tuple[set, int]:
+                   images, shape: inplace.Shape) -> tuple[set, int]:
     """The keys of a batch that TGT did not change, whose changes in the batch are all updates, and whose row
     exists on both sides (LOCKED on TGT; IMAGES(keys) reads SRC's rows in the batch's snapshot): updated in place
     on TGT with SRC's row and, for the delta columns, TGT's value plus SRC's net change; exact even when SRC's row
-    holds a later change that races with the run (it is the next run's). Returns the keys done and the rows."""
+    holds a later change that races with the run (it is the next run's). SHAPE: the table's on TGT. Returns the
+    keys done and the rows."""
     found = nets(src.conn, cap, [k for k in keys if k in locked], src.iv, upto)
     rows = images([k for k, n in found.items() if n.pure_window])
     entries = [(k, image, found[k].nets) for k, image in rows.items()]
-    n = update_rows(tgt.conn, tcap, entries)
+    n = update_rows(tgt.conn, tcap, entries, shape)
     if origin is not None and entries:
         done = [e[0] for e in entries]
         apply.record_keys(tgt.conn, tcap, Batch.of(tcap, done, [True] * len(done)), origin)
@@ -189,7 +190,7 @@ def resolve(run, t, keys: list, rows: dict, when: dict, decide, marked: dict) ->
     origin = run.key if run.sync["makedelta"] else None
     for s in (a, b):
         if updates[s.role]:
-            run.counts.updates += update_rows(s.conn, s.cap(t.info), updates[s.role])
+            run.counts.updates += update_rows(s.conn, s.cap(t.info), updates[s.role], run.shapes[s.role][t.info.qualname])
             if origin is not None:
                 done = [e[0] for e in updates[s.role]]
                 apply.record_keys(s.conn, s.cap(t.info), Batch.of(s.cap(t.info), done, [True] * len(done)), origin)

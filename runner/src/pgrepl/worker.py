@@ -343,9 +343,9 @@ class SyncWorker:
                 d.tgt = self._connect(d.target, listen=kind == "swap" and self.settings["capture_notify"] == "on")
                 if kind == "swap":
                     self._lease(d.tgt, d.source)
-            # a probe that found changes of this direction stands for the run's own look for work
-            if kind in ("delta", "swap") and kick is None and not (self.fast and d.found()) \
-                    and not work(d, probe=True):
+            # a probe that found changes of this direction stands for the run's own look for work, also when a
+            # full poll follows it (the watches follow each run's positions: found is never stale)
+            if kind in ("delta", "swap") and kick is None and not d.found() and not work(d, probe=True):
                 return True
             self._state("running")
             run_id = d.run = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)

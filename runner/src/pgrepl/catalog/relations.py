@@ -10,7 +10,7 @@ from .. import capture
 from ..capture import TableInfo
 from ..errors import NotFound, Refused
 from .databases import get_db, member_connect, sync_source
-from .schema import CONFLICT_RULES, _rows, check_name
+from .schema import CONFLICT_RULES, _rows, check_name, notify_control
 
 
 def relation_info(row: dict) -> TableInfo:
@@ -219,6 +219,7 @@ def update_tables(conn: psycopg.Connection, db: str, names: list[str], standard_
     for herd in sorted({h for r in rows for h in r["herds"]}):
         for s in syncs_of_herd_late(conn, herd):
             _install_capture(conn, s)
+    notify_control(conn)   # the workers poll again: their runs between two polls reuse the rules and captures
     return [f'{r["schemaname"]}.{r["relname"]}' for r in rows]
 
 
