@@ -204,6 +204,11 @@ def replica_transaction(tgt: psycopg.Connection) -> AbstractContextManager[psyco
     return _transaction(tgt, "BEGIN; SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS)
 
 
+def read_transaction(src: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
+    """A source transaction (repeatable_read) begun and set up in one round trip."""
+    return _transaction(src, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; " + _KEY_LOOKUPS)
+
+
 def snapshot_transaction(src: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
     """The source transaction of a batch (repeatable_read), begun in one round trip with its snapshot's first
     query: the cursor holds `pg_current_snapshot()`, the snapshot every read of the transaction sees."""

@@ -187,13 +187,11 @@ class SwapRun:
                 (upto, todo), last, src.resume = src.resume, False, None
                 clashes, busy = self._todo(todo)
             else:
-                with src.conn.transaction():
-                    apply.repeatable_read(src.conn)
+                with apply.read_transaction(src.conn):   # BEGIN and its settings in one round trip
                     upto, last = delta.next_cut(src.conn, src.iv, caps, self.batch_size)
                     if upto is None:
                         return True
-                    with tgt.conn.transaction():
-                        apply.begin_replica(tgt.conn)
+                    with apply.replica_transaction(tgt.conn):
                         for t, scap in zip(tables, caps, strict=True):
                             batch = delta.read_keys(src.conn, src.iv, scap, upto)
                             if batch is not None:
@@ -218,17 +216,14 @@ class SwapRun:
         """The rows of BUSY that a TGT transaction held during the batch, applied in one pair of transactions (their
         conflicts join CLASHES). Not waiting: returns those still held; AFTER: the tables left for later."""
         left = []
-        with src.conn.transaction():
-            apply.repeatable_read(src.conn)
-            with tgt.conn.transaction():
-                apply.begin_replica(tgt.conn)
-                for t, keys in busy:
-                    present = lock_rows(src.conn, t.info, keys, lock=False)
-                    batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
-                    clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait)
-                    clashes += [(t, clash)] if clash else []
-                    left += [(t, held)] if held else []
-                delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, left + list(after)))
+        with apply.read_transaction(src.conn), apply.replica_transaction(tgt.conn):
+            for t, keys in busy:
+                present = lock_rows(src.conn, t.info, keys, lock=False)
+                batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
+                clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait)
+                clashes += [(t, clash)] if clash else []
+                left += [(t, held)] if held else []
+            delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, left + list(after)))
         return left
 
     def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str], upto: str,
@@ -278,9 +273,7 @@ class SwapRun:
         written again on a side that has it, nor journaled again. Returns the tables left for want of locks."""
         a, b = self.a, self.b
         done, left = [], []
-        with a.conn.transaction(), b.conn.transaction():
-            for s in (a, b):
-                apply.begin_replica(s.conn)
+        with apply.replica_transaction(a.conn), apply.replica_transaction(b.conn):
             for t, keys in clashes:
                 rows = self._lock_images(t, keys, wait)
                 if rows is None:
