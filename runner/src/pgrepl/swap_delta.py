@@ -25,8 +25,9 @@ import psycopg
 from psycopg import sql
 
 from . import apply, delta, inplace
-from .capture import Capture, TableInfo
+from .capture import Capture
 from .delta import Batch
+from .swap_rows import key_arrays, key_text
 
 
 @dataclass
@@ -55,14 +56,6 @@ def _text_array(values) -> str:
                           for v in values) + "}"
 
 
-def _keytext(cols, alias: str) -> sql.Composed:
-    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k)) for k in cols)
-
-
-def _key_params(table: TableInfo, keys: list[tuple[str, ...]]) -> dict:
-    return {f"k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
-
-
 def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv, upto: str | None = None
          ) -> dict[tuple[str, ...], Net]:
     """For KEYS on this side: see Net. The window is the side's interval IV after its cursor (up to txid UPTO);
@@ -84,11 +77,11 @@ def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv
                 "WHERE d.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
                 "AND NOT pg_visible_in_snapshot(d.txid, %(done)s::pg_snapshot) AND d.origin IS DISTINCT FROM %(sync)s "
                 "GROUP BY {group}").format(
-        keytext=_keytext(cap.keycols, "d"), w=window, changed=changed,
+        keytext=key_text(cap.keycols, "d"), w=window, changed=changed,
         sums=sql.SQL("").join(sql.SQL(", {}").format(s) for s in sums), delta=cap.delta,
         keys=apply.keys_relation(cap.table, False), join=apply.key_join("d", cap.keycols),
         group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols))
-    params = {**_key_params(cap.table, keys), "done": iv.done, "pending": iv.pending, "sync": iv.sync,
+    params = {**key_arrays(cap.table, keys), "done": iv.done, "pending": iv.pending, "sync": iv.sync,
               "after": (iv.cursor or [None])[0], "upto": upto}
     n = len(cap.keycols)
     out = {}
@@ -113,7 +106,7 @@ def update_rows(conn: psycopg.Connection, cap: Capture, entries: list, shape: in
     names = [f"k{i}" for i in range(nk)] + [f"n{i}" for i in range(nd)]
     arrays = [sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(t)) for i, t in enumerate(table.pktype)]
     arrays += [sql.SQL("{}::text[]").format(sql.Placeholder(n)) for n in names[nk:]]
-    params = _key_params(table, [e[0] for e in entries])
+    params = key_arrays(table, [e[0] for e in entries])
     for i in range(nd):
         params[f"n{i}"] = _text_array(e[2][i] for e in entries)
     params["rows"] = "[" + ",".join(e[1] for e in entries) + "]"

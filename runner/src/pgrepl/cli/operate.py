@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .. import catalog, delta, guard, swap, worker
+from .. import catalog, delta, guard, swap_rows, worker
 from ..db import connect, member_conninfo
 from ..errors import PgreplError
 from .args import EXIT_ERROR, EXIT_KICK_FAILED, EXIT_KICK_TIMEOUT, EXIT_OK, Args, Usage, _int, out
@@ -176,7 +176,7 @@ def cmd_purge(a: Args, conn) -> int:
             out(f"Dropped {t}")
         out(f"Freezer tables dropped: {len(dropped)}")
     elif what == "conflicts" and len(a.words) == 3:
-        out(f"Conflicts purged: {swap.purge_conflicts(conn, a.words[2])}")
+        out(f"Conflicts purged: {swap_rows.purge_conflicts(conn, a.words[2])}")
     else:
         raise Usage("usage: pgrepl purge delta INTERVAL | purge runs INTERVAL | purge archive --keep DAYS | "
                     "purge conflicts INTERVAL")

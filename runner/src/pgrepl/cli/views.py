@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .. import catalog, lease, observe, swap, worker
+from .. import catalog, lease, observe, swap_rows, worker
 from .args import EXIT_OK, Args, Usage, _ago, _duration, _kind, _no_entries, emit_json, out
 from .progress import blocked_lines, blocked_text, lag_text, owed, progress_lines, progress_text
 
@@ -73,7 +73,7 @@ def cmd_list(a: Args, conn) -> int:
     elif kind == "sync":
         rows = catalog.list_syncs(conn)
     else:
-        rows = swap.list_conflicts(conn, names)
+        rows = swap_rows.list_conflicts(conn, names)
         names = []
     if names:   # NAME or schema.NAME
         rows = [r for r in rows if r.get("name") in names or r.get("relname") in names

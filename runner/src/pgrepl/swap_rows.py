@@ -1,0 +1,147 @@
+"""What a swap run reads and writes on one side (swap.py): its rows locked by key (waiting, or skipping the
+ones another transaction holds), the keys changed there since its last run and when, its last truncate, row
+images written in place; and the conflict journal's reads and purge, for the CLI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from . import apply, catalog, delta, inplace
+from .apply import Counts
+from .capture import Capture, TableInfo
+from .delta import Batch
+from .errors import PgreplError
+
+if TYPE_CHECKING:
+    from .swap import Side
+
+
+# --- SQL on one side -----------------------------------------------------------------------------------------
+
+def key_text(cols: tuple[str, ...], alias: str) -> sql.Composed:
+    """The key columns COLS of ALIAS as text, the form keys take in Python."""
+    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k)) for k in cols)
+
+
+def key_arrays(table: TableInfo, keys: list[tuple[str, ...]]) -> dict:
+    """KEYS as one array literal per key column, the parameters of apply.keys_relation."""
+    return {f"k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
+
+
+def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False,
+              lock: bool = True, skip_locked: bool = False) -> dict[tuple[str, ...], str]:
+    """Locks the existing rows of KEYS (FOR UPDATE, in key order: writers wait, no deadlock between our own
+    batches; skip_locked: rows another transaction holds are left out); with images, returns each row as jsonb
+    text by key (a missing key: the row does not exist, or was skipped). lock=False: only reads."""
+    if not keys:
+        return {}
+    q = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join} ORDER BY {order} {lock}").format(
+        keytext=key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"), t=table.ident,
+        keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey),
+        order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey),
+        lock=sql.SQL(("FOR UPDATE OF x SKIP LOCKED" if skip_locked else "FOR UPDATE OF x") if lock else ""))
+    return {tuple(r[:-1]): r[-1] for r in conn.execute(q, key_arrays(table, keys))}
+
+
+def lock_skipping(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False
+                  ) -> tuple[dict[tuple[str, ...], str], set[tuple[str, ...]]]:
+    """lock_rows(skip_locked=True), and the keys whose row exists but another transaction holds (skipped), in
+    one round trip: (locked rows, held keys)."""
+    if not keys:
+        return {}, set()
+    rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
+        keytext=key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"), t=table.ident,
+        keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey))
+    q = sql.SQL("WITH l AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED) "
+                "SELECT true, * FROM l UNION ALL SELECT false, * FROM ({rows}) e").format(
+        rows=rows, order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey))
+    locked, existing = {}, set()
+    for r in conn.execute(q, key_arrays(table, keys)):
+        if r[0]:
+            locked[tuple(r[1:-1])] = r[-1]
+        else:
+            existing.add(tuple(r[1:-1]))
+    return locked, existing - set(locked)
+
+
+def _since_done(alias: str) -> sql.Composed:
+    """Delta rows committed on a side since its last run (done), not written there by this sync."""
+    return sql.SQL("{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
+                   "AND NOT pg_visible_in_snapshot({a}.txid, %(done)s::pg_snapshot) "
+                   "AND {a}.origin IS DISTINCT FROM %(sync)s").format(a=sql.Identifier(alias))
+
+
+def changed_since(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """KEYS changed on SIDE since its last run (in its interval, or after: a change that raced with the run)."""
+    if not keys:
+        return set()
+    t = cap.table
+    q = sql.SQL("SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
+        keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
+        join=apply.key_join("d", cap.keycols), since=_since_done("d"))
+    return {tuple(r) for r in side.conn.execute(q, {**key_arrays(t, keys), "done": side.iv.done, "sync": sync})}
+
+
+def _commit_time(side: Side, alias: str) -> sql.Composed:
+    """When a delta row's transaction committed; without track_commit_timestamp, when it started."""
+    a = sql.Identifier(alias)
+    if side.commit_ts:
+        return sql.SQL("coalesce(pg_xact_commit_timestamp(({a}.txid::text::bigint %% 4294967296)::text::xid), "
+                       "{a}.captured)").format(a=a)
+    return sql.SQL("{a}.captured").format(a=a)
+
+
+def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]) -> dict:
+    """For each of KEYS, when its last change on SIDE since the last run committed."""
+    t = cap.table
+    q = sql.SQL("SELECT {keytext}, max({when}) FROM {delta} d JOIN {keys} ON {join} WHERE {since} "
+                "GROUP BY {group}").format(
+        keytext=key_text(cap.keycols, "d"), when=_commit_time(side, "d"), delta=cap.delta,
+        keys=apply.keys_relation(t, False), join=apply.key_join("d", cap.keycols), since=_since_done("d"),
+        group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols))
+    params = {**key_arrays(t, keys), "done": side.iv.done, "sync": sync}
+    return {tuple(r[:-1]): r[-1] for r in side.conn.execute(q, params)}
+
+
+def last_truncate(side: Side, cap: Capture):
+    q = sql.SQL("SELECT max({when}) FROM pgrepl.truncate_log l WHERE l.capture_id = %(id)s AND {interval}").format(
+        when=_commit_time(side, "l"), interval=delta.in_interval("l"))
+    iv = side.iv
+    return side.conn.execute(q, {"id": cap.id, "done": iv.done, "pending": iv.pending, "sync": iv.sync}).fetchone()[0]
+
+
+WRITE_CHUNK = 1000   # row images per INSERT: a batch's conflicts are not sent as one unbounded parameter
+
+
+def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], str | None]],
+               origin: str | None, shape: inplace.Shape) -> Counts:
+    """In the caller's transaction on SIDE: each key takes the given row image (jsonb text), or is deleted
+    (None), in place (inplace.py). origin: also record the keys in SIDE's delta store (makedelta). SHAPE: the
+    table's on SIDE (inplace.shapes)."""
+    cap = side.cap(table)
+    batch = Batch.of(cap, [key for key, image in rows], [image is not None for key, image in rows])
+    counts = inplace.write_images(side.conn, batch, shape.cols,
+                                  [image for key, image in rows if image is not None], WRITE_CHUNK, shape)
+    if origin is not None:
+        apply.record_keys(side.conn, cap, batch, origin)
+    return counts
+
+
+# --- the journal ---------------------------------------------------------------------------------------------
+
+def list_conflicts(conn: psycopg.Connection, syncs: list[str]) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM pgrepl.conflict WHERE cardinality(%(s)s::text[]) = 0 OR sync = ANY(%(s)s) "
+                           "ORDER BY detected, id", {"s": syncs}).fetchall()
+
+
+def purge_conflicts(conn: psycopg.Connection, older_than: str) -> int:
+    """Deletes journal entries older than the interval; returns how many."""
+    interval = catalog.parse_interval(conn, older_than)
+    if interval is None:
+        raise PgreplError(f'purge conflicts needs an interval such as "30 days", not "{older_than}"')
+    return conn.execute("DELETE FROM pgrepl.conflict WHERE detected < now() - %s", (interval,)).rowcount
