@@ -2,7 +2,7 @@
 and the statements (round trips) per run, for two runner versions side by side, alternating.
 
 `make bench-peers`' harness (bench/peers: same clusters, tables, lag probe and TPS measure), restricted to pgrepl.
-Two durable clusters on 127.0.0.1:BENCH_PORT and +1 (default 25497) under BENCH_DIR (/tmp/pgrepl-bench-push),
+Two durable clusters on 127.0.0.1:BENCH_PORT and +1 (default 25511) under BENCH_DIR (/tmp/pgrepl-bench-push),
 pgbench scale BENCH_SCALE (5). Each round runs every variant once, the order rotated; a variant is a runner source
 tree put first on PYTHONPATH: BENCH_VARIANTS="new=runner/src,old=/path/to/old/runner/src" (default: this tree's
 only). For each: TPS without replication (-c 4, BENCH_TPS_SECONDS, 15), pgrepl set up, TPS again while it applies
@@ -27,7 +27,7 @@ from pgcluster import LocalCluster  # noqa: E402
 from bench import DURABLE, tps  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-push"))
-PORT = int(os.environ.get("BENCH_PORT", "25497"))
+PORT = int(os.environ.get("BENCH_PORT", "25511"))
 SCALE = int(os.environ.get("BENCH_SCALE", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "15"))
