@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.tmp/collections
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 
-.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare bench-peers bench-footprint clean
+.PHONY: demo demo-local test deps venv lint test-runner test-faults test-modules test-molecule lab-up lab-down collection bench bench-swap bench-compare bench-peers bench-footprint bench-push clean
 
 step = @printf '\n\033[1m==== %s ====\033[0m\n' $(1)
 
@@ -87,6 +87,10 @@ bench-swap: venv
 ## The runner's memory (RSS, PSS, USS) with 10 syncs; ARGS="--compare OTHER/runner/src" measures another tree beside.
 bench-footprint: venv
 	$(PY) bench/footprint.py $(ARGS)
+
+## A pushdelta run's lag, TPS ratio and statements per run; BENCH_VARIANTS="new=runner/src,old=OTHER/runner/src".
+bench-push: deps venv
+	$(PY) bench/push_cost.py
 
 ## pgrepl, Bucardo 5.6 and native logical replication side by side (about 40 minutes; ARGS=--quick: a few).
 bench-peers: deps venv
