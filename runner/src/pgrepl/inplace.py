@@ -73,7 +73,8 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
         s=stage, cols=collist, t=t.ident))
     if batch.existing:
         fill(sql.SQL("{s} ({cols})").format(s=stage, cols=collist))
-    identity, unique = (shape.identity, shape.unique) if shape is not None else table_shape(tgt, t)
+    shape = shape or shapes(tgt, [t])[t.qualname]
+    identity, unique = shape.identity, shape.unique
     delete = sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
         t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey))
     if not identity and not unique:
@@ -91,48 +92,45 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
     return counts
 
 
-def table_shape(tgt: psycopg.Connection, t: TableInfo) -> tuple[list[str], bool]:
-    """The table's GENERATED ALWAYS identity columns outside the key, and whether it has a unique or exclusion
-    index besides one (the key's)."""
-    return tgt.execute(
-        "SELECT coalesce(array_agg(attname::text ORDER BY attnum) FILTER (WHERE attidentity = 'a' "
-        "AND NOT attname = ANY(%(key)s::name[])), '{}'), "
-        "(SELECT count(*) FROM pg_index WHERE indrelid = %(t)s::regclass AND (indisunique OR indisexclusion)) > 1 "
-        "FROM pg_attribute WHERE attrelid = %(t)s::regclass AND attnum > 0 AND NOT attisdropped",
-        {"key": list(t.pkey), "t": sql.SQL("{}").format(t.ident).as_string(tgt)}).fetchone()
-
-
 def _on_key(t: TableInfo, left: str, right: str) -> sql.Composed:
     return sql.SQL(" AND ").join(sql.SQL("{l}.{c} = {r}.{c}").format(l=sql.Identifier(left), r=sql.Identifier(right),
                                                                       c=sql.Identifier(c)) for c in t.pkey)
 
 
-def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier) -> int:
+def _insert_missing_sql(t: TableInfo, cols: list[str], stage: sql.Identifier) -> sql.Composed:
     """The staged rows whose key the table lacks, identity columns as staged (the winner's values)."""
-    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-    return tgt.execute(sql.SQL(
+    return sql.SQL(
         "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {s} AS s "
         "WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on})").format(
-        t=t.ident, cols=collist, scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-        s=stage, on=_on_key(t, "x", "s"))).rowcount
+        t=t.ident, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
+        s=stage, on=_on_key(t, "x", "s"))
+
+
+def _update_sql(t: TableInfo, cols: list[str], stage: sql.Identifier) -> sql.Composed | None:
+    """The rows of the table whose key is staged take the staged values of COLS but the key's; None when there
+    are none (a table of key columns only: a row that exists is already right)."""
+    sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey]
+    if not sets:
+        return None
+    return sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on}").format(
+        t=t.ident, sets=sql.SQL(", ").join(sets), s=stage, on=_on_key(t, "t", "s"))
+
+
+def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier) -> int:
+    return tgt.execute(_insert_missing_sql(t, cols, stage)).rowcount
 
 
 def _write(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier, delete: sql.Composed,
            params: dict) -> Counts:
     """DELETE, UPDATE and INSERT in one statement (one round trip): they touch disjoint keys (the deleted ones are
     not staged, and the INSERT takes the staged keys the table lacks), so none needs to see another's rows."""
-    sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey]
-    update = sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on} RETURNING 1").format(
-        t=t.ident, sets=sql.SQL(", ").join(sets), s=stage, on=_on_key(t, "t", "s")) if sets else sql.SQL("SELECT 1 WHERE false")
-    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    update = _update_sql(t, cols, stage)
     deleted, updated, inserted = tgt.execute(sql.SQL(
-        "WITH d AS ({delete} RETURNING 1), u AS ({update}), "
-        "i AS (INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {scols} FROM {s} AS s "
-        "      WHERE NOT EXISTS (SELECT FROM {t} AS x WHERE {on}) RETURNING 1) "
+        "WITH d AS ({delete} RETURNING 1), u AS ({update}), i AS ({insert} RETURNING 1) "
         "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM i)").format(
-        delete=delete, update=update, t=t.ident, cols=collist,
-        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols), s=stage,
-        on=_on_key(t, "x", "s")), params).fetchone()
+        delete=delete, update=sql.SQL("{} RETURNING 1").format(update) if update else sql.SQL("SELECT 1 WHERE false"),
+        insert=_insert_missing_sql(t, cols, stage)), params).fetchone()
     return Counts(inserts=inserted, updates=updated, deletes=deleted)
 
 
@@ -145,11 +143,8 @@ def _upsert(tgt: psycopg.Connection, t: TableInfo, cols: list[str], identity: li
             t=t.ident, s=stage, on=_on_key(t, "t", "s"),
             ti=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in identity),
             si=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in identity))).rowcount
-    sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols if c not in t.pkey and c not in identity]
-    updated = 0
-    if sets:   # a table of key columns only: a row that exists is already right
-        updated = tgt.execute(sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {on}").format(
-            t=t.ident, sets=sql.SQL(", ").join(sets), s=stage, on=_on_key(t, "t", "s"))).rowcount
+    update = _update_sql(t, [c for c in cols if c not in identity], stage)
+    updated = tgt.execute(update).rowcount if update else 0
     inserted = _insert_missing(tgt, t, cols, stage)
     return Counts(inserts=inserted - replaced, updates=updated + replaced)
 
