@@ -176,8 +176,14 @@ _KEY_LOOKUPS = ("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = o
                 "SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off")
 
 
+# A target transaction: applied rows fire none of the target's ordinary triggers (its foreign keys, its captures).
+_REPLICA = "SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS
+# A source transaction: every read of a batch sees one snapshot.
+_READ = "ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
 def begin_replica(tgt: psycopg.Connection) -> None:
-    tgt.execute("SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS)
+    tgt.execute(_REPLICA)
 
 
 @contextmanager
@@ -201,19 +207,18 @@ def _transaction(conn: psycopg.Connection, begin: str) -> Iterator[psycopg.Curso
 
 def replica_transaction(tgt: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
     """The target transaction of a batch, begun and set up (begin_replica) in one round trip."""
-    return _transaction(tgt, "BEGIN; SET LOCAL session_replication_role = replica; " + _KEY_LOOKUPS)
+    return _transaction(tgt, "BEGIN; " + _REPLICA)
 
 
 def read_transaction(src: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
     """A source transaction (repeatable_read) begun and set up in one round trip."""
-    return _transaction(src, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; " + _KEY_LOOKUPS)
+    return _transaction(src, f"BEGIN {_READ}; {_KEY_LOOKUPS}")
 
 
 def snapshot_transaction(src: psycopg.Connection) -> AbstractContextManager[psycopg.Cursor]:
     """The source transaction of a batch (repeatable_read), begun in one round trip with its snapshot's first
     query: the cursor holds `pg_current_snapshot()`, the snapshot every read of the transaction sees."""
-    return _transaction(src, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; " + _KEY_LOOKUPS
-                        + "; SELECT pg_current_snapshot()::text")
+    return _transaction(src, f"BEGIN {_READ}; {_KEY_LOOKUPS}; SELECT pg_current_snapshot()::text")
 
 
 def key_params(batch: Batch) -> dict:
@@ -280,7 +285,7 @@ def record_keys(conn: psycopg.Connection, cap: Capture, batch: Batch, origin: st
 
 
 def repeatable_read(conn: psycopg.Connection) -> None:
-    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; " + _KEY_LOOKUPS)
+    conn.execute(f"SET TRANSACTION {_READ}; {_KEY_LOOKUPS}")
 
 
 def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInfo, cols: list[str],
