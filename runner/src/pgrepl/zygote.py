@@ -148,18 +148,26 @@ class ForkedWorker:
     def kill(self) -> None:
         self.zygote.signal(self.pid, signal.SIGKILL)
 
-    def wait(self, timeout: float) -> int:
+    def wait(self, timeout: float) -> int | None:
+        """Its exit code; None when the zygote died (the worker gets SIGTERM with it: nobody can tell its code)."""
         deadline = time.monotonic() + timeout
-        while self.pid not in self.zygote.exits:
-            if not self.zygote.alive or time.monotonic() > deadline:
+        while self.pid not in self.zygote.exits and self.zygote.alive:
+            if time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
             self.zygote.pump(deadline - time.monotonic())
-        return self.zygote.exits[self.pid]
+        return self.zygote.exits.get(self.pid)
 
 
 # --- the zygote's side ----------------------------------------------------------------------------------------
 
 def _serve(sock: socket.socket, control_conninfo: str, controller: int) -> int:
+    try:
+        return _loop(sock, control_conninfo, controller)
+    except (BrokenPipeError, ConnectionResetError):   # the controller closed its end while we told it something
+        return 0
+
+
+def _loop(sock: socket.socket, control_conninfo: str, controller: int) -> int:
     die_with(controller)
     set_title("pgrepl zygote")
     # what `pgrepl worker` reads: its control database, and the parent whose death means stop (_orphaned)
