@@ -94,7 +94,7 @@ class Zygote:
 
     def start(self, name: str) -> ForkedWorker:
         """Forks the worker of sync NAME."""
-        _send(self.sock, "start", name)
+        self._tell("start", name)
         deadline = time.monotonic() + 30
         while not self.started and self.alive and time.monotonic() < deadline:
             self.pump(deadline - time.monotonic())
@@ -105,7 +105,10 @@ class Zygote:
     def pump(self, timeout: float) -> None:
         """Reads what the zygote said within TIMEOUT (0: only what is there)."""
         if self.alive and select.select([self.sock], [], [], max(timeout, 0))[0]:
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
             self.alive = bool(data)
             self.buf += data
             *lines, self.buf = self.buf.split(b"\n")
@@ -117,7 +120,13 @@ class Zygote:
 
     def signal(self, pid: int, signum: int) -> None:
         if self.alive:
-            _send(self.sock, "signal", pid, int(signum))
+            self._tell("signal", pid, int(signum))
+
+    def _tell(self, *words) -> None:
+        try:
+            _send(self.sock, *words)
+        except OSError:   # the zygote is gone (its workers with it)
+            self.alive = False
 
     def close(self, timeout: float = 10) -> None:
         """Ends the zygote (it exits when its socket closes) and reaps it."""
@@ -137,10 +146,13 @@ class ForkedWorker:
 
     def __init__(self, zygote: Zygote, pid: int) -> None:
         self.zygote, self.pid = zygote, pid
+        self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        self.zygote.pump(0)
-        return self.zygote.exits.get(self.pid)
+        if self.returncode is None:
+            self.zygote.pump(0)
+            self.returncode = self.zygote.exits.pop(self.pid, None)
+        return self.returncode
 
     def terminate(self) -> None:
         self.zygote.signal(self.pid, signal.SIGTERM)
@@ -151,11 +163,11 @@ class ForkedWorker:
     def wait(self, timeout: float) -> int | None:
         """Its exit code; None when the zygote died (the worker gets SIGTERM with it: nobody can tell its code)."""
         deadline = time.monotonic() + timeout
-        while self.pid not in self.zygote.exits and self.zygote.alive:
+        while self.poll() is None and self.zygote.alive:
             if time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
             self.zygote.pump(deadline - time.monotonic())
-        return self.zygote.exits.get(self.pid)
+        return self.poll()
 
 
 # --- the zygote's side ----------------------------------------------------------------------------------------
