@@ -1,5 +1,5 @@
-"""The runner's memory footprint with 10 syncs: the controller and its 10 workers, idle, under a small load, and at
-the peak of a 100,000-row catch-up on one sync.
+"""The runner's memory footprint with 10 syncs: the controller, its zygote and its 10 workers, idle, under a small
+load, and at the peak of a 100,000-row catch-up on one sync.
 
 Two clusters (not durable: memory is under test, not the disk) on 127.0.0.1:PORT and PORT+1 (BENCH_PORT, default
 25497) under BENCH_DIR (/tmp/pgrepl-bench-footprint); ten tables t0..t9 (t0: 100,000 rows, the others 1,000) on both,
@@ -51,14 +51,26 @@ def memory(pid: int) -> dict[str, int] | None:
     return {"rss": kb["Rss"], "pss": kb["Pss"], "uss": kb["Private_Clean"] + kb["Private_Dirty"]}
 
 
+def _ppid(pid: str) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def processes(controller: int) -> dict[str, int]:
-    """'controller' and each sync's worker (from its pid file) -> pid."""
+    """'controller', 'zygote' (the controller's child that forks the workers, when there is one) and each sync's
+    worker (from its pid file) -> pid."""
     found = {"controller": controller}
     for i in range(SYNCS):
         try:
             found[f"s{i}"] = int((BASE / "run" / f"pgrepl.sync.s{i}.pid").read_text())
         except (OSError, ValueError):
             pass
+    workers = set(found.values())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if _ppid(pid) == controller and int(pid) not in workers:
+            found["zygote"] = int(pid)
     return found
 
 
@@ -126,7 +138,7 @@ def measure(src: LocalCluster, tgt: LocalCluster, control: str, code: str | None
     result = {p: Peaks() for p in PHASES}
     try:
         deadline = time.monotonic() + 120
-        while len(processes(daemon.pid)) <= SYNCS:
+        while len([n for n in processes(daemon.pid) if n.startswith("s")]) < SYNCS:
             if time.monotonic() > deadline or daemon.poll() is not None:
                 raise SystemExit("the daemon did not start its ten workers")
             time.sleep(0.2)
@@ -158,7 +170,7 @@ def measure(src: LocalCluster, tgt: LocalCluster, control: str, code: str | None
 def table(label: str, result: dict[str, Peaks]) -> str:
     head = " | ".join(f"{p} {f.upper()}" for p in PHASES for f in FIGURES)
     lines = [f"\n{label} (MB)\n", f"| process | {head} |", "|---" * (1 + len(PHASES) * len(FIGURES)) + "|"]
-    names = ["controller"] + [f"s{i}" for i in range(SYNCS)] + ["total"]
+    names = ["controller", "zygote"] + [f"s{i}" for i in range(SYNCS)] + ["total"]
     for name in names:
         cells = " | ".join(f"{result[p].high.get(name, {}).get(f, 0) / 1024:.1f}" for p in PHASES for f in FIGURES)
         lines.append(f"| {'**total**' if name == 'total' else name} | {cells} |")

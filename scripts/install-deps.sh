@@ -6,8 +6,8 @@ packages=(
   postgresql-15 postgresql-plperl-15 postgresql-client-15 libpq5
   # make bench-peers: Bucardo 5.6 beside pgrepl and native logical replication
   bucardo
-  # the .venv
-  python3 python3-venv python3-pip
+  # the .venv; the runner's process titles as on the runner hosts (the .venv gets setproctitle from requirements-dev.txt)
+  python3 python3-venv python3-pip python3-setproctitle
   # the lab: rootful podman (runc; netavark + iptables for its bridge network, aardvark-dns for networks with
   # DNS, molecule's), debootstrap (with Debian's keyring, to check what it fetches) to build its image
   podman runc netavark aardvark-dns iptables debootstrap debian-archive-keyring

@@ -27,13 +27,16 @@ def _proc(pid: str, what: str) -> bytes:
 
 
 def pgrepl_processes(control: str, *args: str) -> list[int]:
-    """Live processes `python -m pgrepl ARGS...` started with PGREPL_CONTROL=CONTROL (zombies do not count)."""
-    want = b"\0".join([b"-m", b"pgrepl", *(a.encode() for a in args)]) + b"\0"
+    """Live processes running `pgrepl ARGS...` with PGREPL_CONTROL=CONTROL in their environment (zombies do not
+    count): a command line `python -m pgrepl ARGS...`, or the title of a process the controller forked (`pgrepl
+    zygote`, `pgrepl worker SYNC`), whose /proc environ is still the controller's."""
+    want = [b"pgrepl", *(a.encode() for a in args)]
     env = f"PGREPL_CONTROL={control}".encode() + b"\0"
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        cmd = _proc(pid, "cmdline")
-        if cmd.endswith(want) and env in b"\0" + _proc(pid, "environ") and b"State:\tZ" not in _proc(pid, "status"):
+        words = _proc(pid, "cmdline").replace(b"\0", b" ").split()
+        if (b"pgrepl" in words and words[words.index(b"pgrepl"):][:len(want)] == want
+                and env in b"\0" + _proc(pid, "environ") and b"State:\tZ" not in _proc(pid, "status")):
             found.append(int(pid))
     return sorted(found)
 
@@ -48,7 +51,7 @@ def controllers(e) -> list[int]:
 
 def kill_leftovers(e) -> None:
     """Teardown: every controller and worker this test started (orphans included) is killed by its pid."""
-    for pid in controllers(e) + pgrepl_processes(e.control, "worker"):
+    for pid in controllers(e) + pgrepl_processes(e.control, "zygote") + pgrepl_processes(e.control, "worker"):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -103,9 +106,10 @@ class Killer:
         for _ in range(times):
             time.sleep(self.rng.uniform(0.1, max_pause))   # a random moment: fault timing, not a sync point
             self.supervisor.ensure()
-            # the controller's own workers: orphans of a killed controller are left alone, as an operator would
+            # the controller's own workers (children of its zygote): orphans of a killed controller are left alone,
+            # as an operator would
             victims = [("worker", pid) for s in self.syncs for pid in workers(self.e, s)
-                       if _ppid(pid) == self.e.daemon_proc.pid]
+                       if _ppid(_ppid(pid) or 0) == self.e.daemon_proc.pid]
             if not victims or self.rng.random() < 0.3:
                 victims = [("controller", self.e.daemon_proc.pid)]
             kind, pid = self.rng.choice(victims)
@@ -171,7 +175,7 @@ def stall_report(e) -> str:
     """What the runner is doing when it does not catch up: `pgrepl status` of every sync, the worker processes and
     their kernel wait channel, and every other session of each cluster (state, wait event, age, locks held)."""
     parts = [f"--- pgrepl status ---\n{e.cli('status', expect=None)[1]}"]
-    procs = controllers(e) + pgrepl_processes(e.control, "worker")
+    procs = controllers(e) + pgrepl_processes(e.control, "zygote") + pgrepl_processes(e.control, "worker")
     parts.append("--- runner processes ---\n" + "\n".join(
         f"{pid} ppid={_ppid(pid)} wchan={_proc(str(pid), 'wchan').decode()} "
         + " ".join(_proc(str(pid), "cmdline").decode().split("\0")) for pid in procs))

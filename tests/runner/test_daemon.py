@@ -4,6 +4,7 @@ replication loops refused."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,13 +27,14 @@ def items_sync(e, target="slave", name="itemsync", **kv):
 
 
 def pgrepl_procs(e, what: str) -> list[int]:
-    """Live (not zombie) processes running `pgrepl WHAT` against this test's control database, found in /proc."""
+    """Live (not zombie) processes running `pgrepl WHAT` against this test's control database, found in /proc: by
+    command line (`python -m pgrepl WHAT`) or title (`pgrepl WHAT ...`, forked by the controller)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
             environ = (entry / "environ").read_bytes().split(b"\0")
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
@@ -129,6 +131,32 @@ def test_workers_die_with_their_controller(env):
         env.x("master", "INSERT INTO items VALUES (1, 'after restart')")
         env.wait_same("master", "slave", "items")
         assert len(pgrepl_procs(env, "worker")) == 1
+    finally:
+        env.cli("stop")
+        env.daemon_proc.wait()
+
+
+def test_workers_are_forked_by_the_zygote_and_die_with_it(env):
+    items_sync(env)
+    env.start()
+    env.wait_for(lambda: pgrepl_procs(env, "worker"), what="a worker")
+    (worker,) = pgrepl_procs(env, "worker")
+    # what an operator sees in ps: the sync each worker runs, and the zygote between it and the controller
+    ps = subprocess.run(["ps", "-o", "ppid=,args=", "-p", str(worker)], capture_output=True, text=True, check=True)
+    zygote, title = ps.stdout.split(None, 1)
+    assert title.strip() == "pgrepl worker itemsync"
+    ps = subprocess.run(["ps", "-o", "ppid=,args=", "-p", zygote], capture_output=True, text=True, check=True)
+    assert ps.stdout.split(None, 1) == [str(env.daemon_proc.pid), "pgrepl zygote\n"]
+    assert pgrepl_procs(env, "zygote") == [int(zygote)]
+    # kill -9 of the zygote: its workers stop, and so does the controller (exit 1: systemd starts it again)
+    os.kill(int(zygote), signal.SIGKILL)
+    env.wait_for(lambda: not pgrepl_procs(env, "worker"), timeout=15, what="the zygote's worker gone")
+    assert env.daemon_proc.wait(30) == 1
+    assert "the zygote (pid" in env.daemon_log()
+    assert "Starting pgrepl" in env.cli("start")[1]
+    try:
+        env.x("master", "INSERT INTO items VALUES (1, 'after restart')")
+        env.wait_same("master", "slave", "items")
     finally:
         env.cli("stop")
         env.daemon_proc.wait()

@@ -1,4 +1,4 @@
-"""The daemon: one controller process (`pgrepl run`) and one worker process per active sync.
+"""The daemon: one controller process (`pgrepl run`) and one worker process per active sync, forked by the zygote.
 
 The controller keeps a worker running for every active sync (started, restarted after a crash with backoff,
 stopped when the sync is deactivated or removed) and stops everything on SIGTERM or when the stop file appears.
@@ -8,14 +8,15 @@ A target that fails is retried with exponential backoff between `retry_min` and 
 targets, and the other syncs, go on meanwhile. SIGTERM stops a worker between two batches.
 
 One worker per sync: a worker applies only while it holds its sync's lease in the control database (lease.py);
-another waits. Workers get SIGTERM when their controller dies, even by kill -9 (Linux's parent-death signal), and
-notice a new parent otherwise, so a restarted controller never runs beside orphans. Member sessions carry the
+another waits. Workers are forked by the zygote (zygote.py), which `pgrepl run` forks first: they share its imported
+modules. Workers get SIGTERM when their zygote dies, and the zygote when the controller dies, even by kill -9
+(Linux's parent-death signal); workers notice a new parent otherwise, so a restarted controller never runs beside
+orphans. Member sessions carry the
 runner's own lock_timeout and statement_timeout.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
@@ -34,14 +35,10 @@ from .capture import Capture
 from .db import connect, member_conninfo, session_options
 from .errors import PgreplError
 from .watch import Prober, Watch
+from .zygote import ForkedWorker, Zygote
 
 log = logging.getLogger("pgrepl")
 LEASE_RETRY = 2.0          # seconds between two tries of a busy lease
-PR_SET_PDEATHSIG = 1
-try:
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):   # not Linux: the worker's getppid() check alone notices a dead controller
-    _PRCTL = None
 
 
 def setup_logging(level: str, name: str = "pgrepl") -> None:
@@ -68,7 +65,7 @@ def read_pid(path: Path) -> int | None:
 
 
 def is_pgrepl(pid: int) -> bool:
-    """PID runs pgrepl (`python -m pgrepl` or a `pgrepl` script). A zombie (dead, not yet reaped) does not, nor
+    """PID runs pgrepl (`python -m pgrepl`, a `pgrepl` script, or a title `pgrepl ...` of zygote.py). A zombie (dead, not yet reaped) does not, nor
     another program that got the pid of a pgrepl that died."""
     proc = Path(f"/proc/{pid}")
     if not Path("/proc/self").exists():   # no procfs: alive is all we can tell
@@ -84,8 +81,8 @@ def is_pgrepl(pid: int) -> bool:
         return False
     if state in ("Z", "X"):
         return False
-    return any(Path(a.decode(errors="replace")).name == "pgrepl" for a in args[:2]) or any(
-        a == b"-m" and b == b"pgrepl" for a, b in zip(args, args[1:], strict=False))
+    return args[0].startswith(b"pgrepl ") or any(Path(a.decode(errors="replace")).name == "pgrepl" for a in args[:2]) \
+        or any(a == b"-m" and b == b"pgrepl" for a, b in zip(args, args[1:], strict=False))
 
 
 class _Stopper:
@@ -174,7 +171,7 @@ class SyncWorker:
         self.control_conninfo = control_conninfo
         self.name = sync_name
         self.pid = os.getpid()
-        self.parent = int(os.environ.get("PGREPL_CONTROLLER_PID") or 0)   # set when a controller started us
+        self.parent = int(os.environ.get("PGREPL_CONTROLLER_PID") or 0)   # set by the zygote that forked us
         self.stopper = _Stopper()
 
     def _connect(self, db_name: str, listen: bool = False) -> psycopg.Connection:
@@ -481,15 +478,16 @@ class SyncWorker:
 
 # --- controller ----------------------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """Runs in a new worker between fork and exec: the kernel sends it SIGTERM when the controller dies, even by
-    kill -9, so no orphan goes on beside the workers of a restarted controller."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def run_controller(control_conninfo: str) -> int:
     """`pgrepl run`: the foreground daemon (systemd runs this)."""
+    zygote = Zygote(control_conninfo)   # first: before any connection or thread, after the workers' imports
+    try:
+        return _control(control_conninfo, zygote)
+    finally:
+        zygote.close()
+
+
+def _control(control_conninfo: str, zygote: Zygote) -> int:
     control = catalog.open_control(control_conninfo)
     settings = catalog.all_settings(control)
     setup_logging(settings["log_level"])
@@ -506,15 +504,19 @@ def run_controller(control_conninfo: str) -> int:
     pidfile.write_text(f"{os.getpid()}\n")
     stopper = _Stopper()
     control.execute(f"LISTEN {catalog.CONTROL_CHANNEL}")
-    workers: dict[str, subprocess.Popen] = {}
+    workers: dict[str, ForkedWorker] = {}
     restarts: dict[str, tuple[int, float]] = {}   # sync -> (crashes in a row, not before)
-    env = dict(os.environ, PGREPL_CONTROL=control_conninfo, PGREPL_CONTROLLER_PID=str(os.getpid()))
-    log.info("controller started (pid %d)", os.getpid())
+    log.info("controller started (pid %d, zygote %d)", os.getpid(), zygote.pid)
+    result = 0
     # the controller's alone: workers do not load it
     from . import metrics
     metrics.serve(control_conninfo, settings["metrics_listen"])
     try:
         while not stopper.stopping and not stopfile.exists():
+            if not zygote.alive:   # its workers die with it; systemd (Restart=on-failure) starts us again
+                log.error("the zygote (pid %d) died: stopping", zygote.pid)
+                result = 1
+                break
             active = {s["name"] for s in catalog.list_syncs(control) if s["status"] == "active"}
             for name, proc in list(workers.items()):
                 code = proc.poll()
@@ -530,8 +532,7 @@ def run_controller(control_conninfo: str) -> int:
             for name in sorted(active - set(workers)):
                 if time.monotonic() < restarts.get(name, (0, 0))[1]:
                     continue
-                workers[name] = subprocess.Popen([sys.executable, "-m", "pgrepl", "worker", name], env=env,
-                                                 preexec_fn=_die_with_parent)
+                workers[name] = zygote.start(name)
                 log.info("started worker for %s (pid %d)", name, workers[name].pid)
             for name in [n for n in restarts if n in workers and time.monotonic() > restarts[n][1] + 60]:
                 del restarts[name]   # a worker that stayed up a minute starts its crash count afresh
@@ -550,7 +551,7 @@ def run_controller(control_conninfo: str) -> int:
         pidfile.unlink(missing_ok=True)
         log.info("controller stopped")
         control.close()
-    return 0
+    return result
 
 
 def run_worker(control_conninfo: str, sync: str) -> int:
