@@ -85,6 +85,7 @@ def invariant_error(sides: tuple[LocalCluster, LocalCluster], history_before: li
 
 def run_mode(mode: str) -> dict:
     """One configuration on fresh clusters: the capture's TPS, then lag and conflicts under -R load both ways."""
+    load_average = os.getloadavg()[0]
     shutil.rmtree(BASE, ignore_errors=True)
     one = LocalCluster("master2", PORT, BASE / "master2").init(DURABLE).start()
     two = LocalCluster("master", PORT + 1, BASE / "master").init(DURABLE).start()
@@ -118,6 +119,7 @@ def run_mode(mode: str) -> dict:
                           for c in (one, two)]
         start = {t: two.query("test1", f"SELECT sum({col}) FROM {t}")[0][0] for t, col in BALANCES.items()}
         start_conflicts = two.query("pgrepl", "SELECT count(*) FROM pgrepl.conflict")[0][0]
+        first_run = two.query("pgrepl", "SELECT coalesce(max(id), 0) FROM pgrepl.run")[0][0]
         until = time.monotonic() + SECONDS
         lags: dict[str, list[float]] = {"master2 -> master": [], "master -> master2": []}
         probes = [threading.Thread(target=probe, args=(one, two, 1, until, lags["master2 -> master"])),
@@ -130,13 +132,16 @@ def run_mode(mode: str) -> dict:
         outputs = [p.communicate()[0] for p in load]
         for t in probes:
             t.join()
+        runs = two.query("pgrepl", "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                                   "ended - started)) FROM pgrepl.run WHERE id > %s AND ended IS NOT NULL", (first_run,))[0]
         pgrepl(control, "kick", "benchswapgamma", "--wait", "300")
         pgrepl(control, "kick", "benchswapgamma", "--wait", "300")   # the changes that raced with the last run
         tps = [float(re.search(r"tps = ([\d.]+)", out).group(1)) for out in outputs]
         conflicts = two.query("pgrepl", "SELECT count(*) FROM pgrepl.conflict")[0][0] - start_conflicts
         bad = two.query("pgrepl", "SELECT count(*) FROM pgrepl.run WHERE state = 'bad'")[0][0]
         return {"mode": mode, "capture_tps": capture_tps, "tps": tps, "lags": lags, "conflicts": conflicts,
-                "bad": bad, "error": invariant_error((one, two), history_before, start)}
+                "bad": bad, "error": invariant_error((one, two), history_before, start), "load": load_average,
+                "runs": runs[0], "median_run": runs[1] or 0.0}
     finally:
         if daemon is not None:
             daemon.terminate()
@@ -151,14 +156,15 @@ def main() -> None:
     print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s; capture TPS: unthrottled "
           f"pgbench -c 2 for {CAPTURE_SECONDS} s on one side, capture installed, no runner")
     print("| mode | capture TPS | vs latest | TPS master2 / master | lag p50 / p99 m2->m | lag p50 / p99 m->m2 "
-          "| conflicts/s | invariant error | failed runs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| conflicts/s | invariant error | failed runs | load | runs | median run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['capture_tps'] / base:.2f}" if base else "-"
         p99 = [f"{percentile(v, 50) * 1000:.0f} / {percentile(v, 99) * 1000:.0f} ms" if v else "-"
                for v in r["lags"].values()]
         print(f"| {r['mode']} | {r['capture_tps']:.0f} | {ratio} | {r['tps'][0]:.0f} / {r['tps'][1]:.0f} | {p99[0]} | "
-              f"{p99[1]} | {r['conflicts'] / SECONDS:.1f} | {r['error']} | {r['bad']} |")
+              f"{p99[1]} | {r['conflicts'] / SECONDS:.1f} | {r['error']} | {r['bad']} | {r['load']:.1f} | {r['runs']} | "
+              f"{r['median_run'] * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":
