@@ -2,9 +2,11 @@
 (refused in delta syncs, copied whole by fullcopy) and attributes no verb knows (refused, never ignored)."""
 
 import json
+import time
 
 import psycopg
 import pytest
+from pgrepl import catalog, worker
 from test_pushdelta import ITEMS, items_sync
 
 
@@ -74,6 +76,45 @@ def test_recreated_table_fails_the_run_and_validate_gives_it_a_new_capture(env):
     env.x("master", "DELETE FROM items WHERE id > 20")   # the new capture records the new table's changes
     env.wait_same("master", "slave", "items")
     assert env.q("slave", "SELECT count(*) FROM items") == [(20,)]
+
+
+def test_capture_recreated_between_polls_a_probe_started_run_never_applies_with_the_old_one(env):
+    """A run the fast probe starts between two polls uses the captures the last poll checked (worker._push): a
+    capture re-created meanwhile must fail that run cleanly or be applied right, and the next poll finds it."""
+    items_sync(env)
+    env.x("master", "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 100) g")
+    env.cli("set", "retry_min=0.1")
+    w = worker.SyncWorker(env.control, "itemsync")   # driven round by round, as its loop would
+    w.control = catalog.open_control(env.control)
+    w.source_name, w.settings = catalog.source_name(w.control, "itemsync"), catalog.all_settings(w.control)
+    w.directions, w.last_state, w.tables, w.fast = {}, "idle", {}, False
+    try:
+        sync = catalog.get_sync(w.control, "itemsync")
+        assert w._delta(sync, [])   # a full poll's run
+        assert env.q("slave", "SELECT count(*) FROM items") == [(100,)]
+
+        env.x("master", f"DROP TABLE items; {ITEMS}")
+        assert "re-created: new capture installed" in env.cli("validate", "itemsync")[1]
+        env.x("master", "INSERT INTO items SELECT g, 'new table' FROM generate_series(1, 30) g")
+        w.fast = True   # the probe saw changes before the next poll
+        if not w._delta(sync, []):   # failed cleanly: nothing applied, the failure recorded
+            assert env.q("slave", "SELECT count(*) FROM items WHERE val = 'new table'") == [(0,)]
+            assert w.control.execute("SELECT count(*) FROM pgrepl.run WHERE sync = 'itemsync' AND state = 'bad'",
+                                     ).fetchone()[0] == 1
+            env.wait_for(lambda: all(time.monotonic() >= d.retry_at for d in w.directions.values()),
+                         what="the retry time")
+        w.fast, w.tables = False, {}   # the next poll
+        assert w._delta(catalog.get_sync(w.control, "itemsync"), [])
+        # the new capture's changes are on the target: the old capture's run moved no position past them
+        assert env.q("slave", "SELECT count(*) FROM items WHERE val = 'new table'") == [(30,)]
+        env.x("master", "UPDATE items SET val = 'later' WHERE id = 5")
+        w.fast = True
+        assert w._delta(sync, [])
+        assert env.q("slave", "SELECT val FROM items WHERE id = 5") == [("later",)]
+    finally:
+        for d in w.directions.values():
+            d.close()
+        w.control.close()
 
 
 def test_swap_checks_the_capture_of_both_sides(env):

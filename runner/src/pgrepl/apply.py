@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import pq, sql
 
-from . import capture, delta
+from . import capture, delta, sqltext
 from .capture import Capture, TableInfo
 from .delta import Batch, Interval
 
@@ -135,8 +135,8 @@ def _end_copy_out(conn: psycopg.Connection) -> None:
         raise psycopg.errors.error_from_result(error, encoding=conn.info.encoding)
 
 
-def stream_copy(src: psycopg.Connection, tgt: psycopg.Connection, copy_out: sql.Composable,
-                copy_in: sql.Composable, params=None, on_rows: Callable[[int], None] | None = None) -> int:
+def stream_copy(src: psycopg.Connection, tgt: psycopg.Connection, copy_out: sql.Composable | str,
+                copy_in: sql.Composable | str, params=None, on_rows: Callable[[int], None] | None = None) -> int:
     """COPY ... TO STDOUT on the source piped into COPY ... FROM STDIN on the target. The rows are read straight
     from libpq and written in chunks of COPY_CHUNK bytes: psycopg's copy iterator and writer cost several
     microseconds per row, which made a copy three times slower than psql's. on_rows(n) hears of each chunk's rows
@@ -251,17 +251,18 @@ def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
     """In the caller's source (REPEATABLE READ) and target transactions: delete the batch's keys on the target,
     copy their current rows from the source. With target_capture (makedelta), the keys are also recorded in the
     target's delta store, marked with ORIGIN, so that other syncs reading the target pass them on."""
-    t = batch.capture.table
+    t, shape = batch.capture.table, (batch.capture, tuple(cols))
     params = key_params(batch)
-    updated, deleted = tgt.execute(sql.SQL(
+    updated, deleted = tgt.execute(sqltext.text(tgt, ("delete", t), lambda: sql.SQL(
         "WITH d AS (DELETE FROM {t} AS t USING {keys} WHERE {join} RETURNING k.present) "
         "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM d"
-    ).format(t=t.ident, keys=keys_relation(t, True), join=key_join("t", t.pkey)), params).fetchone()
-    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    ).format(t=t.ident, keys=keys_relation(t, True), join=key_join("t", t.pkey))), params).fetchone()
     copied = 0
     if batch.existing:
-        copied = stream_copy(src, tgt, copy_out_batch(batch, cols),
-                             sql.SQL("COPY {t} ({cols}) FROM STDIN").format(t=t.ident, cols=collist), params)
+        copy_out = sqltext.text(src, ("copy_out", *shape), lambda: copy_out_batch(batch, cols))
+        copy_in = sqltext.text(tgt, ("copy_in", *shape), lambda: sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
+            t=t.ident, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols)))
+        copied = stream_copy(src, tgt, copy_out, copy_in, params)
     if target_capture is not None:
         record_keys(tgt, target_capture, batch, origin)
     return Counts(inserts=copied - updated, updates=updated, deletes=deleted)

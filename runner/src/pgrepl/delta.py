@@ -28,6 +28,7 @@ import psycopg
 from psycopg import postgres, pq, sql
 from psycopg.adapt import Transformer
 
+from . import sqltext
 from .capture import Capture
 from .errors import NotFound, PgreplError
 
@@ -290,7 +291,7 @@ class Batch:
 
 
 def _after_cursor(iv: Interval) -> sql.Composable:
-    return sql.SQL("AND d.txid > %(after)s::xid8") if iv.cursor and iv.cursor[0] else sql.SQL("")
+    return sql.SQL("AND d.txid > %(after)s::xid8") if _has_cursor(iv) else sql.SQL("")
 
 
 def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int) -> tuple[str | None, bool]:
@@ -298,8 +299,13 @@ def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit:
     transaction goes in the batch too), or None when nothing is left. Also whether the batch is the interval's last."""
     if not caps:
         return None, True
-    upto, last = conn.execute(_cut_query(iv, caps), _params(iv, limit=limit, after=(iv.cursor or [None])[0])).fetchone()
+    q = sqltext.text(conn, ("cut", tuple(caps), _has_cursor(iv)), lambda: _cut_query(iv, caps))
+    upto, last = conn.execute(q, _params(iv, limit=limit, after=(iv.cursor or [None])[0])).fetchone()
     return upto, last
+
+
+def _has_cursor(iv: Interval) -> bool:
+    return bool(iv.cursor and iv.cursor[0])
 
 
 def _cut_query(iv: Interval, caps: list[Capture]) -> sql.Composed:
@@ -316,8 +322,9 @@ def first_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit
     table was truncated, the cut of the others must be asked again without it (next_cut)."""
     if not caps:
         return set(), None, True
-    q = sql.SQL("SELECT ARRAY(SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
-                "AND {}), cut.* FROM ({}) cut").format(in_interval("l"), _cut_query(iv, caps))
+    q = sqltext.text(conn, ("first_cut", tuple(caps), _has_cursor(iv)), lambda: sql.SQL(
+        "SELECT ARRAY(SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
+        "AND {}), cut.* FROM ({}) cut").format(in_interval("l"), _cut_query(iv, caps)))
     ids, upto, last = conn.execute(q, _params(iv, ids=[c.id for c in caps], limit=limit,
                                               after=(iv.cursor or [None])[0])).fetchone()
     return set(ids), upto, last
@@ -328,9 +335,15 @@ def read_keys(conn: psycopg.Connection, iv: Interval, cap: Capture, upto: str) -
     query and one row, with whether each row exists on the source. Run it in the REPEATABLE READ transaction that
     also copies the rows (apply.repeatable_read: its planner settings make the presence check probe the key index),
     so that `present` matches the copy."""
+    q = sqltext.text(conn, ("read_keys", cap, _has_cursor(iv)), lambda: _keys_query(iv, cap))
+    n, existing, present, *arrays = conn.execute(q, _params(iv, upto=upto, after=(iv.cursor or [None])[0])).fetchone()
+    return Batch(cap, arrays, present, existing) if n else None
+
+
+def _keys_query(iv: Interval, cap: Capture) -> sql.Composed:
     t = cap.table
     dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)
-    q = sql.SQL("""
+    return sql.SQL("""
 WITH u AS (
     SELECT DISTINCT {dkeys} FROM {delta} d WHERE {interval} {after} AND d.txid <= %(upto)s::xid8
 ), k AS (
@@ -345,8 +358,6 @@ SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arr
         join=sql.SQL(" AND ").join(sql.SQL("s.{} = u.{}").format(sql.Identifier(c), sql.Identifier(d))
                                    for c, d in zip(t.pkey, cap.keycols, strict=True)),
         arrays=sql.SQL(", ").join(sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols))
-    n, existing, present, *arrays = conn.execute(q, _params(iv, upto=upto, after=(iv.cursor or [None])[0])).fetchone()
-    return Batch(cap, arrays, present, existing) if n else None
 
 
 # --- swap: conflict keys resolved in a run (pgrepl.resolved), on each side in the transaction that wrote them ----

@@ -2,10 +2,11 @@
 
 A table dropped and re-created under its name loses its triggers; a trigger can be disabled (ALTER TABLE ...
 DISABLE TRIGGER) or dropped; the delta store can be dropped. Each of these stops the capture without a word:
-nothing is captured, so nothing is applied, and every run is good. So each run of a pushdelta or swap sync first
-checks, in one catalog query per source database, that every table it reads still has its capture: the table's
-oid is the one captured, the capture triggers are there and enabled, the delta store is there, the sync subscribes.
-When not, the run fails (recorded, alerted, retried with backoff, shown by `pgrepl status`) and says how to fix it.
+nothing is captured, so nothing is applied, and every run is good. So each poll of a pushdelta sync (worker._push)
+and each swap run first checks, in one catalog query per source database, that every table it reads still has
+its capture: the table's oid is the one captured, the capture triggers are there and enabled, the delta store is
+there, the sync subscribes. When not, the run fails (recorded, alerted, retried with backoff, shown by `pgrepl
+status`) and says how to fix it.
 
 `pgrepl validate SYNC` repairs what it can (triggers re-created and re-enabled, a new capture for a re-created
 table, whatever `add sync` installs) and says where changes may have been missed: those need an onetimecopy
@@ -109,7 +110,7 @@ def inspect(conn: psycopg.Connection, sync: str, key: str, tables: Iterable[Tabl
 
 def check(sync: str, key: str, tables: Iterable[TableInfo], *sources: tuple[str, psycopg.Connection]) -> None:
     """Raises CaptureLost when a table SYNC (KEY in the sources) reads has lost its capture in one of SOURCES
-    ((db name, connection) pairs): called at the start of every pushdelta and swap run."""
+    ((db name, connection) pairs): called at every pushdelta poll and at the start of every swap run."""
     tables = list(tables)
     broken = [f'{s.table} in database "{s.db}": {"; ".join(s.problems())}'
               for db, conn in sources for s in inspect(conn, sync, key, tables, db) if s.problems()]

@@ -37,7 +37,7 @@ class Watch:
     snapshot: str | None = None
     moved: bool = False            # the last probe saw a new snapshot: something committed in that cluster
     found: bool = False            # and it found changes of this sync past `done`
-    query: sql.Composed | None = field(default=None, repr=False)
+    query: str | None = field(default=None, repr=False)
 
     def changed(self) -> bool:
         """True when a change of this sync may have committed past `done` (a new snapshot, and new delta rows)."""
@@ -45,9 +45,9 @@ class Watch:
         if self.conn.closed or not self.caps:
             return False
         if self.query is None:
-            self.query = sql.SQL(
+            self.query = sql.SQL(   # composed once: a probe is asked every few milliseconds
                 "SELECT s::text, s::text IS DISTINCT FROM %(last)s AND {} FROM pg_current_snapshot() s"
-            ).format(delta.new_changes_query(self.caps))
+            ).format(delta.new_changes_query(self.caps)).as_string(self.conn)
         snapshot, found = self.conn.execute(self.query, {    # prepared: asked every few milliseconds
             "last": self.snapshot, "done": self.done, "sync": self.sync, "ids": [c.id for c in self.caps]},
             prepare=True).fetchone()

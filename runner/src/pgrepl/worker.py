@@ -145,6 +145,7 @@ class _Direction:
         self.retry_at = 0.0
         self.run: int | None = None   # the run in progress (its progress row names it)
         self.watches: dict[str, Watch] = {}   # per consumer target: what the fast probe looks for (watch.py)
+        self.caps: list[Capture] | None = None   # pushdelta: the source's captures the last full poll checked whole
 
     def watch(self, conn: psycopg.Connection, sync: str, target: str, caps: list[Capture], done: str) -> None:
         """After a full poll: the fast probe looks on CONN for SYNC's changes to TARGET past DONE."""
@@ -164,6 +165,7 @@ class _Direction:
                 c.close()
         self.src = self.tgt = None
         self.watches.clear()
+        self.caps = None
 
 
 class SyncWorker:
@@ -440,9 +442,14 @@ class SyncWorker:
 
     def _push(self, sync: dict, tables: list, seqs: list, d: _Direction, probe: bool) -> apply.Counts | bool:
         """One pushdelta run towards d.target (probe: only say whether there is anything to do)."""
-        guard.check(self.name, self.source_name, tables, (d.source, d.src))   # every poll: a lost capture has nothing to apply
-        wanted = {(t.schemaname, t.relname) for t in tables}
-        caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
+        if d.caps is None or not self.fast:
+            # every full poll: a lost capture has nothing to apply. A run the probe started between two polls uses
+            # the captures the poll found (three round trips fewer): a capture re-created meanwhile has a new delta
+            # store, the old one is dropped, so such a run fails reading it and the next poll finds the new one
+            guard.check(self.name, self.source_name, tables, (d.source, d.src))
+            wanted = {(t.schemaname, t.relname) for t in tables}
+            d.caps = [c for c in capture.captures(d.src) if (c.table.schemaname, c.table.relname) in wanted]
+        caps = d.caps
         position = delta.consumer_position(d.src, self.source_name, d.target)
         done, pending = position[:2]
         onetime = sync["onetimecopy"]

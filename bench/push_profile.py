@@ -1,0 +1,93 @@
+"""Where a pushdelta run's CPU goes under full-speed pgbench: the worker's own CPU, the source's backends serving
+it, the target's backend writing, per 1,000 changes applied (/proc/PID/stat utime + stime).
+
+Same clusters and tables as bench/push_cost.py (BENCH_PORT, BENCH_DIR, BENCH_SCALE, BENCH_TPS_SECONDS); runner
+tree by PYTHONPATH (BENCH_RUNNER, default this tree's). BENCH_CPROFILE=FILE: the worker runs under cProfile (a
+sitecustomize hook in bench/profile_hook) and writes FILE.<pid> when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[1:1] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "bench" / "peers")]
+import measure  # noqa: E402
+import systems  # noqa: E402
+from pgcluster import LocalCluster  # noqa: E402
+from pgrepl import lease  # noqa: E402
+
+from bench import DURABLE, tps  # noqa: E402
+
+BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-push"))
+PORT = int(os.environ.get("BENCH_PORT", "25511"))
+SCALE = int(os.environ.get("BENCH_SCALE", "5"))
+SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "15"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu(pid: int) -> float:
+    """Seconds of CPU PID used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def backends(c: LocalCluster, app: str) -> dict[int, str]:
+    return dict(c.query("postgres", "SELECT pid, datname FROM pg_stat_activity WHERE application_name = %s", (app,)))
+
+
+def main() -> None:
+    src = LocalCluster("source", PORT, BASE / "source").init(DURABLE).start()
+    tgt = LocalCluster("target", PORT + 1, BASE / "target").init(DURABLE).start()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [os.environ.get("BENCH_RUNNER", str(ROOT / "runner/src"))]
+        + [str(ROOT / "bench" / "profile_hook")] * bool(os.environ.get("BENCH_CPROFILE")))
+    if os.environ.get("BENCH_CPROFILE"):
+        os.environ["PGREPL_CPROFILE"] = os.environ["BENCH_CPROFILE"]
+    try:
+        for c in (src, tgt):
+            c.createdb("test1")
+            c.pgbench("test1", "-i", "-q", "-s", str(SCALE))
+        measure.prepare(src, tgt)
+        system = systems.Pgrepl(src, tgt, BASE)
+        base = tps(src, SECONDS)
+        measure.resync(src, tgt)
+        system.setup()
+        try:
+            measure.wait_equal(src, tgt)
+            worker = system._worker_pid()
+            sb, tb = backends(src, "pgrepl delta"), backends(tgt, "pgrepl delta")
+            sb.update(dict.fromkeys(backends(src, lease.application_name(worker)), "pgrepl"))
+            pids = {"worker": [worker], "source reads (test1)": [p for p, d in sb.items() if d == "test1"],
+                    "source control (pgrepl)": [p for p, d in sb.items() if d != "test1"],
+                    "target writes": list(tb)}
+            before = {k: sum(cpu(p) for p in v) for k, v in pids.items()}
+            rows0 = src.query("pgrepl", "SELECT count(*), coalesce(sum(inserts + updates + deletes), 0) FROM pgrepl.run")[0]
+            out: dict = {}
+            t = threading.Thread(target=lambda: out.update(tps=tps(src, SECONDS)))
+            t.start()
+            t.join()
+            after = {k: sum(cpu(p) for p in v) for k, v in pids.items()}
+            rows1 = src.query("pgrepl", "SELECT count(*), coalesce(sum(inserts + updates + deletes), 0) FROM pgrepl.run")[0]
+            runs, changes = rows1[0] - rows0[0], int(rows1[1] - rows0[1])
+            print(f"tps ratio {out['tps'] / base:.3f} ({out['tps']:.0f} / {base:.0f}), runs {runs}, changes {changes}, "
+                  f"changes per run {changes / max(runs, 1):.1f}")
+            for k in pids:
+                used = after[k] - before[k]
+                print(f"{k}: {used:.2f} s CPU, {1000 * used / max(changes, 1) * 1000:.0f} ms per 1,000 changes, "
+                      f"{1000 * used / max(runs, 1):.2f} ms per run")
+        finally:
+            system.teardown()
+    finally:
+        for c in (src, tgt):
+            c.stop("immediate")
+
+
+if __name__ == "__main__":
+    main()

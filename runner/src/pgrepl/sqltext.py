@@ -1,0 +1,29 @@
+"""SQL text composed once per shape, not once per batch.
+
+A pushdelta run sends the same few statements for every batch (the cut, each table's keys, DELETE and COPY), and
+composing them with psycopg.sql (identifiers quoted through libpq, pieces joined, encoded) cost more of the
+worker's CPU than the rows they move (docs/benchmarks.md, 2026-11-30 profile). Each is built once per KEY, a
+hashable value holding everything the text depends on (frozen Capture and TableInfo, column tuples, flags), and
+kept as a string; psycopg caches the conversion of a string's placeholders itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import psycopg
+from psycopg import sql
+
+LIMIT = 1024   # texts kept per process: a few per table of the worker's sync; cleared whole if ever exceeded
+_texts: dict[tuple[Hashable, str], str] = {}
+
+
+def text(conn: psycopg.Connection, key: Hashable, build: Callable[[], sql.Composable]) -> str:
+    """BUILD()'s text on CONN, composed the first time KEY is asked for (per client encoding)."""
+    k = (key, conn.info.encoding)
+    found = _texts.get(k)
+    if found is None:
+        if len(_texts) >= LIMIT:
+            _texts.clear()
+        found = _texts[k] = build().as_string(conn)
+    return found
