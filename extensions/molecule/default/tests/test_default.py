@@ -94,9 +94,11 @@ def test_the_control_database_is_owned_by_a_peer_only_role_that_is_not_the_repli
                db="pgrepl") == "pgrepl_runner"
     assert sql(name, "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'pgrepl_runner'") == "t"
     assert sql(name, "SELECT has_database_privilege('pgrepl', 'pgrepl', 'CONNECT')") == "f"
+    # the controller, its zygote and the workers it forks (titles set by setproctitle, Debian's python3-setproctitle)
     runners = [line.split(None, 1) for line in host(name).check_output("ps -eo user:32,args").splitlines()
-               if "pgrepl run" in line]
+               if "pgrepl run" in line or " pgrepl zygote" in line or " pgrepl worker " in line]
     assert runners and {user for user, _ in runners} == {"pgrepl_runner"}, runners
+    assert sum(args.strip() == "pgrepl zygote" for _, args in runners) == 1, runners
 
 
 @pytest.mark.parametrize("name", RUNNERS)
