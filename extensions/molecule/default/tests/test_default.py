@@ -26,7 +26,8 @@ def test_postgresql_runs_and_starts_at_boot(name):
 def test_the_runner_service_runs_and_starts_at_boot(name):
     h = host(name)
     assert h.service("pgrepl").is_enabled and h.service("pgrepl").is_running
-    assert h.process.filter(user="pgrepl_runner", comm="python3"), "the runner runs as its own unprivileged user"
+    # its processes, by command line or title: `pgrepl run`, `pgrepl zygote`, `pgrepl worker SYNC`
+    assert "pgrepl run" in h.check_output("ps -o args= -u pgrepl_runner"), "the runner runs as its own unprivileged user"
 
 
 @pytest.mark.parametrize("name", DATABASE_HOSTS)
