@@ -16,6 +16,8 @@ import os
 import re
 import statistics
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,15 +86,26 @@ def one(src: LocalCluster, tgt: LocalCluster, path: str) -> dict:
     return r
 
 
-def main() -> None:
+@contextmanager
+def pgbench_clusters() -> Iterator[tuple[LocalCluster, LocalCluster]]:
+    """The source and target clusters (durable, BENCH_PORT and +1), pgbench's tables at SCALE on both, made ready by
+    bench/peers' measure.prepare; stopped at the end (bench/push_profile.py uses them too)."""
     src = LocalCluster("source", PORT, BASE / "source").init(DURABLE).start()
     tgt = LocalCluster("target", PORT + 1, BASE / "target").init(DURABLE).start()
-    results: dict[str, list[dict]] = {n: [] for n in VARIANTS}
     try:
         for c in (src, tgt):
             c.createdb("test1")
             c.pgbench("test1", "-i", "-q", "-s", str(SCALE))
         measure.prepare(src, tgt)
+        yield src, tgt
+    finally:
+        for c in (src, tgt):
+            c.stop("immediate")
+
+
+def main() -> None:
+    results: dict[str, list[dict]] = {n: [] for n in VARIANTS}
+    with pgbench_clusters() as (src, tgt):
         names = list(VARIANTS)
         for rnd in range(ROUNDS):
             for name in names[rnd % len(names):] + names[:rnd % len(names)]:
@@ -101,9 +114,6 @@ def main() -> None:
                 r["load"] = load
                 results[name].append(r)
                 print(f"round {rnd + 1} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in r.items()), flush=True)
-    finally:
-        for c in (src, tgt):
-            c.stop("immediate")
     keys = sorted({k for rs in results.values() for r in rs for k in r})
     print("\n| figure | " + " | ".join(results) + " |\n" + "|---" * (len(results) + 1) + "|")
     for k in keys:

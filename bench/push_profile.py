@@ -19,13 +19,11 @@ import measure  # noqa: E402
 import systems  # noqa: E402
 from pgcluster import LocalCluster  # noqa: E402
 from pgrepl import lease  # noqa: E402
+from push_cost import BASE, pgbench_clusters  # noqa: E402
+from push_cost import TPS_SECONDS as SECONDS  # noqa: E402
 
-from bench import DURABLE, tps  # noqa: E402
+from bench import tps  # noqa: E402
 
-BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-push"))
-PORT = int(os.environ.get("BENCH_PORT", "25511"))
-SCALE = int(os.environ.get("BENCH_SCALE", "5"))
-SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "15"))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -43,18 +41,12 @@ def backends(c: LocalCluster, app: str) -> dict[int, str]:
 
 
 def main() -> None:
-    src = LocalCluster("source", PORT, BASE / "source").init(DURABLE).start()
-    tgt = LocalCluster("target", PORT + 1, BASE / "target").init(DURABLE).start()
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [os.environ.get("BENCH_RUNNER", str(ROOT / "runner/src"))]
         + [str(ROOT / "bench" / "profile_hook")] * bool(os.environ.get("BENCH_CPROFILE")))
     if os.environ.get("BENCH_CPROFILE"):
         os.environ["PGREPL_CPROFILE"] = os.environ["BENCH_CPROFILE"]
-    try:
-        for c in (src, tgt):
-            c.createdb("test1")
-            c.pgbench("test1", "-i", "-q", "-s", str(SCALE))
-        measure.prepare(src, tgt)
+    with pgbench_clusters() as (src, tgt):
         system = systems.Pgrepl(src, tgt, BASE)
         base = tps(src, SECONDS)
         measure.resync(src, tgt)
@@ -84,9 +76,6 @@ def main() -> None:
                       f"{1000 * used / max(runs, 1):.2f} ms per run")
         finally:
             system.teardown()
-    finally:
-        for c in (src, tgt):
-            c.stop("immediate")
 
 
 if __name__ == "__main__":
