@@ -86,3 +86,25 @@ def test_identity_generated_always_outside_the_key(env):
     for host in (SRC, TGT):
         assert env.q(host, "SELECT k, n, v FROM g ORDER BY k") == [
             ("a", 1, "changed"), ("b", 100, "two"), ("c", 101, "new")], host
+
+
+def test_a_table_staged_twice_in_one_transaction_writes_each_time_only_its_own_rows(env):
+    """The stage of a table's rows keeps one name per table and columns (its statements keep one text, composed
+    once and prepared): a second write of the table in the same transaction finds the stage already there, and
+    must start from an empty one, not fail nor write the first call's rows again."""
+    from pgrepl import capture, inplace
+    from pgrepl.capture import Capture
+    from pgrepl.delta import Batch
+
+    env.x(TGT, "CREATE TABLE s (id int PRIMARY KEY, v text); INSERT INTO s VALUES (1, 'one'), (2, 'two')")
+    with psycopg.connect(env.c[TGT].dsn("test1"), autocommit=True) as conn:
+        t = capture.match(capture.describe(conn), "public.s")[0]
+        cols = ["id", "v"]
+        with conn.transaction():
+            first = inplace.write_images(conn, Batch.of(Capture(0, t, ""), [("1",)], [True]), cols,
+                                         ['{"id": 1, "v": "first"}'], 100)
+            conn.execute("UPDATE s SET v = 'changed after the first write' WHERE id = 1")
+            second = inplace.write_images(conn, Batch.of(Capture(0, t, ""), [("2",), ("3",)], [False, True]), cols,
+                                          ['{"id": 3, "v": "three"}'], 100)
+    assert (first.updates, second.deletes, second.inserts, second.updates) == (1, 1, 1, 0)
+    assert env.q(TGT, "SELECT id, v FROM s ORDER BY id") == [(1, "changed after the first write"), (3, "three")]

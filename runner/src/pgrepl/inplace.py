@@ -13,25 +13,28 @@ as DELETE + INSERT, from a savepoint.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from . import apply
+from . import apply, sqltext
 from .apply import Counts
 from .capture import TableInfo
 from .delta import Batch
 
-# each table's rows get a stage of their own, dropped at commit: never a DROP TABLE, whose command status makes
-# psycopg forget (and DEALLOCATE, one more round trip) every prepared statement of the connection
-_STAGES = itertools.count(1)
+# A table's rows are staged in a temporary table dropped at commit (never a DROP TABLE, whose command status makes
+# psycopg forget, and DEALLOCATE, every prepared statement of the connection), named after the table and columns
+# so that the statements around it keep one text per shape (composed once: sqltext; prepared by psycopg).
+_STAGES: dict[tuple[TableInfo, tuple[str, ...]], sql.Identifier] = {}
 
 
-def _stage() -> sql.Identifier:
-    return sql.Identifier("pg_temp", f"pgrepl_stage_{next(_STAGES)}")   # qualified: never a table of the application
+def _stage(t: TableInfo, cols: tuple[str, ...]) -> sql.Identifier:
+    found = _STAGES.get((t, cols))
+    if found is None:   # qualified: never a table of the application
+        found = _STAGES[t, cols] = sql.Identifier("pg_temp", f"pgrepl_stage_{len(_STAGES) + 1}")
+    return found
 
 
 @dataclass
@@ -61,25 +64,26 @@ def shapes(conn: psycopg.Connection, tables: list[TableInfo]) -> dict[str, Shape
     return out
 
 
-def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Callable[[sql.Composable], None],
+def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Callable[[str], None],
                shape: Shape | None = None) -> Counts:
     """In the caller's transaction on TGT (session_replication_role = replica): every key of BATCH takes the
-    row that FILL(into) writes into the stage (INTO: `pgrepl_stage_N (cols)`), or is deleted when the batch says
-    it is not present. COLS: the columns to write (apply.columns); SHAPE: the table's on TGT (read when None)."""
+    row that FILL(into) writes into the stage (INTO, text: `pg_temp.pgrepl_stage_N (cols)`), or is deleted when
+    the batch says it is not present. COLS: the columns to write (apply.columns); SHAPE: the table's on TGT (read
+    when None)."""
     t = batch.capture.table
-    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-    stage = _stage()
-    tgt.execute(sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA").format(
-        s=stage, cols=collist, t=t.ident))
-    if batch.existing:
-        fill(sql.SQL("{s} ({cols})").format(s=stage, cols=collist))
     shape = shape or shapes(tgt, [t])[t.qualname]
+    key, stage = (t, tuple(cols)), _stage(t, tuple(cols))
+    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    # one simple-protocol string: created, or emptied when the caller's transaction staged this table already
+    tgt.execute(sqltext.text(tgt, ("stage", *key), lambda: sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA; "
+        "DELETE FROM {s}").format(s=stage, cols=collist, t=t.ident)))
+    if batch.existing:
+        fill(sqltext.text(tgt, ("into", *key), lambda: sql.SQL("{s} ({cols})").format(s=stage, cols=collist)))
     identity, unique = shape.identity, shape.unique
-    delete = sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
-        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey))
     if not identity and not unique:
-        return _write(tgt, t, cols, stage, delete, apply.key_params(batch))
-    counts = Counts(deletes=tgt.execute(delete, apply.key_params(batch)).rowcount)
+        return _write(tgt, t, cols, stage, apply.key_params(batch))
+    counts = Counts(deletes=tgt.execute(_delete_sql(t), apply.key_params(batch)).rowcount)
     if batch.existing:
         if unique:
             try:
@@ -90,6 +94,12 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
         else:
             counts += _upsert(tgt, t, cols, identity, stage)
     return counts
+
+
+def _delete_sql(t: TableInfo) -> sql.Composed:
+    """The batch's keys that are no longer present (apply.keys_relation's parameters)."""
+    return sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
+        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey))
 
 
 def _on_key(t: TableInfo, left: str, right: str) -> sql.Composed:
@@ -121,16 +131,17 @@ def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stag
     return tgt.execute(_insert_missing_sql(t, cols, stage)).rowcount
 
 
-def _write(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier, delete: sql.Composed,
-           params: dict) -> Counts:
+def _write(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier, params: dict) -> Counts:
     """DELETE, UPDATE and INSERT in one statement (one round trip): they touch disjoint keys (the deleted ones are
     not staged, and the INSERT takes the staged keys the table lacks), so none needs to see another's rows."""
-    update = _update_sql(t, cols, stage)
-    deleted, updated, inserted = tgt.execute(sql.SQL(
-        "WITH d AS ({delete} RETURNING 1), u AS ({update}), i AS ({insert} RETURNING 1) "
-        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM i)").format(
-        delete=delete, update=sql.SQL("{} RETURNING 1").format(update) if update else sql.SQL("SELECT 1 WHERE false"),
-        insert=_insert_missing_sql(t, cols, stage)), params).fetchone()
+    def build() -> sql.Composed:
+        update = _update_sql(t, cols, stage)
+        return sql.SQL(
+            "WITH d AS ({delete} RETURNING 1), u AS ({update}), i AS ({insert} RETURNING 1) "
+            "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM i)").format(
+            delete=_delete_sql(t), insert=_insert_missing_sql(t, cols, stage),
+            update=sql.SQL("{} RETURNING 1").format(update) if update else sql.SQL("SELECT 1 WHERE false"))
+    deleted, updated, inserted = tgt.execute(sqltext.text(tgt, ("write", t, tuple(cols)), build), params).fetchone()
     return Counts(inserts=inserted, updates=updated, deletes=deleted)
 
 
@@ -160,9 +171,14 @@ def _replace(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.
 def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
                 origin: str | None = None, target_capture=None, shape: Shape | None = None) -> Counts:
     """apply.apply_batch, in place: the batch's rows as they are in the caller's source snapshot."""
-    counts = apply_rows(tgt, batch, cols, lambda into: apply.stream_copy(
-        src, tgt, apply.copy_out_batch(batch, cols), sql.SQL("COPY {} FROM STDIN").format(into),
-        apply.key_params(batch)), shape)
+    key = (batch.capture, tuple(cols))
+
+    def fill(into: str) -> None:
+        copy_out = sqltext.text(src, ("copy_out", *key), lambda: apply.copy_out_batch(batch, cols))
+        copy_in = sqltext.text(tgt, ("stage_copy_in", *key),
+                               lambda: sql.SQL("COPY {} FROM STDIN").format(sql.SQL(into)))
+        apply.stream_copy(src, tgt, copy_out, copy_in, apply.key_params(batch))
+    counts = apply_rows(tgt, batch, cols, fill, shape)
     if target_capture is not None:
         apply.record_keys(tgt, target_capture, batch, origin)
     return counts
@@ -173,10 +189,10 @@ def write_images(tgt: psycopg.Connection, batch: Batch, cols: list[str], images:
     """apply_rows with the rows given as jsonb images (text; the batch's present keys' rows), CHUNK per INSERT."""
     t = batch.capture.table
 
-    def fill(into: sql.Composable) -> None:
-        collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    def fill(into: str) -> None:
+        insert = sqltext.text(tgt, ("stage_images", t, tuple(cols)), lambda: sql.SQL(
+            "INSERT INTO {into} SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)").format(
+            into=sql.SQL(into), cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols), t=t.ident))
         for i in range(0, len(images), chunk):
-            tgt.execute(sql.SQL("INSERT INTO {into} SELECT {cols} FROM "
-                                "jsonb_populate_recordset(NULL::{t}, %(rows)s::jsonb)").format(
-                into=into, cols=collist, t=t.ident), {"rows": "[" + ",".join(images[i:i + chunk]) + "]"})
+            tgt.execute(insert, {"rows": "[" + ",".join(images[i:i + chunk]) + "]"})
     return apply_rows(tgt, batch, cols, fill, shape)

@@ -1,6 +1,7 @@
 """SQL text composed once per shape, not once per batch.
 
-A pushdelta run sends the same few statements for every batch (the cut, each table's keys, DELETE and COPY), and
+A pushdelta run sends the same few statements for every batch (the cut, each table's keys, DELETE and COPY), a
+swap run a dozen per table (row locks, changes since the last run, the stage and the in-place write), and
 composing them with psycopg.sql (identifiers quoted through libpq, pieces joined, encoded) cost more of the
 worker's CPU than the rows they move (docs/benchmarks.md, 2026-11-30 profile). Each is built once per KEY, a
 hashable value holding everything the text depends on (frozen Capture and TableInfo, column tuples, flags), and
@@ -14,7 +15,7 @@ from collections.abc import Callable, Hashable
 import psycopg
 from psycopg import sql
 
-LIMIT = 1024   # texts kept per process: a few per table of the worker's sync; cleared whole if ever exceeded
+LIMIT = 4096   # texts kept per process: a dozen per table of a swap (lock, stage, write...); cleared whole past it
 _texts: dict[tuple[Hashable, str], str] = {}
 
 

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import apply, catalog, delta, inplace
+from . import apply, catalog, delta, inplace, sqltext
 from .apply import Counts
 from .capture import Capture, TableInfo
 from .delta import Batch
@@ -39,11 +39,12 @@ def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, 
     text by key (a missing key: the row does not exist, or was skipped). lock=False: only reads."""
     if not keys:
         return {}
-    q = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join} ORDER BY {order} {lock}").format(
+    q = sqltext.text(conn, ("lock_rows", table, images, lock, skip_locked), lambda: sql.SQL(
+        "SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join} ORDER BY {order} {lock}").format(
         keytext=key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"), t=table.ident,
         keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey),
         order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey),
-        lock=sql.SQL(("FOR UPDATE OF x SKIP LOCKED" if skip_locked else "FOR UPDATE OF x") if lock else ""))
+        lock=sql.SQL(("FOR UPDATE OF x SKIP LOCKED" if skip_locked else "FOR UPDATE OF x") if lock else "")))
     return {tuple(r[:-1]): r[-1] for r in conn.execute(q, key_arrays(table, keys))}
 
 
@@ -53,12 +54,14 @@ def lock_skipping(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[s
     one round trip: (locked rows, held keys)."""
     if not keys:
         return {}, set()
-    rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
-        keytext=key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"), t=table.ident,
-        keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey))
-    q = sql.SQL("WITH l AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED) "
-                "SELECT true, * FROM l UNION ALL SELECT false, * FROM ({rows}) e").format(
-        rows=rows, order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey))
+    def build() -> sql.Composed:
+        rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
+            keytext=key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"),
+            t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey))
+        return sql.SQL("WITH l AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED) "
+                       "SELECT true, * FROM l UNION ALL SELECT false, * FROM ({rows}) e").format(
+            rows=rows, order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey))
+    q = sqltext.text(conn, ("lock_skipping", table, images), build)
     locked, existing = {}, set()
     for r in conn.execute(q, key_arrays(table, keys)):
         if r[0]:
@@ -80,9 +83,10 @@ def changed_since(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...
     if not keys:
         return set()
     t = cap.table
-    q = sql.SQL("SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
+    q = sqltext.text(side.conn, ("changed_since", cap), lambda: sql.SQL(
+        "SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
         keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
-        join=apply.key_join("d", cap.keycols), since=_since_done("d"))
+        join=apply.key_join("d", cap.keycols), since=_since_done("d")))
     return {tuple(r) for r in side.conn.execute(q, {**key_arrays(t, keys), "done": side.iv.done, "sync": sync})}
 
 
@@ -98,11 +102,11 @@ def _commit_time(side: Side, alias: str) -> sql.Composed:
 def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]) -> dict:
     """For each of KEYS, when its last change on SIDE since the last run committed."""
     t = cap.table
-    q = sql.SQL("SELECT {keytext}, max({when}) FROM {delta} d JOIN {keys} ON {join} WHERE {since} "
-                "GROUP BY {group}").format(
+    q = sqltext.text(side.conn, ("last_change", cap, side.commit_ts), lambda: sql.SQL(
+        "SELECT {keytext}, max({when}) FROM {delta} d JOIN {keys} ON {join} WHERE {since} GROUP BY {group}").format(
         keytext=key_text(cap.keycols, "d"), when=_commit_time(side, "d"), delta=cap.delta,
         keys=apply.keys_relation(t, False), join=apply.key_join("d", cap.keycols), since=_since_done("d"),
-        group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols))
+        group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)))
     params = {**key_arrays(t, keys), "done": side.iv.done, "sync": sync}
     return {tuple(r[:-1]): r[-1] for r in side.conn.execute(q, params)}
 
