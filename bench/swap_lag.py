@@ -4,7 +4,8 @@ Two durable PostgreSQL 15 clusters on 127.0.0.1:25481-25482 (BENCH_PORT) under /
 pgbench scale 10, a swap sync of the pgbench tables but pgbench_history plus a probe table, standard_conflict latest. pgbench runs
 TPC-B at a fixed rate on each side (`-R`); meanwhile a probe on each side commits a new value into its own row of
 the probe table every ~100 ms and times how long the value takes to be visible on the other side (same clock:
-one machine). Prints p50/p99 lag per direction and conflicts per second; docs/benchmarks.md records a run.
+one machine). Prints p50/p99 lag per direction, conflicts per second, the runs during the load, their median time
+and the worker's CPU per run (less noisy than the lag on a shared machine); docs/benchmarks.md records a run.
 `make bench-swap` runs it (BENCH_RATE per side, default 500; BENCH_SECONDS, default 60;
 BENCH_PROBE_INTERVAL, default 0.02, 0: polling only).
 
@@ -75,6 +76,13 @@ def pgbench_tps(c: LocalCluster, *args: str) -> tuple[float, str]:
     return float(re.search(r"tps = ([\d.]+)", out).group(1)), out
 
 
+def cpu_seconds(title: str) -> float:
+    """utime + stime of the process whose command line is TITLE (the worker: `pgrepl worker SYNC`)."""
+    pid = subprocess.run(["pgrep", "-f", f"^{title}"], capture_output=True, text=True).stdout.split()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def invariant_error(sides: tuple[LocalCluster, LocalCluster], history_before: list[int], start: dict) -> int:
     """max |sum(balance) - (its start + the deltas applied on both sides)| over the three balances, both sides."""
     applied = sum(c.query("test1", "SELECT coalesce(sum(delta), 0) FROM pgbench_history")[0][0] - before
@@ -127,11 +135,13 @@ def run_mode(mode: str) -> dict:
         load = [subprocess.Popen([str(PGBENCH), "-n", "-c", "2", "-j", "2", "-R", str(RATE),
                                   "-T", str(SECONDS), "-h", "127.0.0.1", "-p", str(c.port), "-U", "postgres", "test1"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in (one, two)]
+        cpu = cpu_seconds("pgrepl worker benchswapgamma")
         for t in probes:
             t.start()
         outputs = [p.communicate()[0] for p in load]
         for t in probes:
             t.join()
+        cpu = cpu_seconds("pgrepl worker benchswapgamma") - cpu
         runs = two.query("pgrepl", "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
                                    "ended - started)) FROM pgrepl.run WHERE id > %s AND ended IS NOT NULL", (first_run,))[0]
         pgrepl(control, "kick", "benchswapgamma", "--wait", "300")
@@ -141,7 +151,7 @@ def run_mode(mode: str) -> dict:
         bad = two.query("pgrepl", "SELECT count(*) FROM pgrepl.run WHERE state = 'bad'")[0][0]
         return {"mode": mode, "capture_tps": capture_tps, "tps": tps, "lags": lags, "conflicts": conflicts,
                 "bad": bad, "error": invariant_error((one, two), history_before, start), "load": load_average,
-                "runs": runs[0], "median_run": runs[1] or 0.0}
+                "runs": runs[0], "median_run": runs[1] or 0.0, "cpu_per_run": cpu / max(runs[0], 1)}
     finally:
         if daemon is not None:
             daemon.terminate()
@@ -156,15 +166,15 @@ def main() -> None:
     print(f"\npgbench TPC-B -R {RATE} per side for {SECONDS} s, poll_interval {POLL} s; capture TPS: unthrottled "
           f"pgbench -c 2 for {CAPTURE_SECONDS} s on one side, capture installed, no runner")
     print("| mode | capture TPS | vs latest | TPS master2 / master | lag p50 / p99 m2->m | lag p50 / p99 m->m2 "
-          "| conflicts/s | invariant error | failed runs | load | runs | median run |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| conflicts/s | invariant error | failed runs | load | runs | median run | worker CPU per run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['capture_tps'] / base:.2f}" if base else "-"
         p99 = [f"{percentile(v, 50) * 1000:.0f} / {percentile(v, 99) * 1000:.0f} ms" if v else "-"
                for v in r["lags"].values()]
         print(f"| {r['mode']} | {r['capture_tps']:.0f} | {ratio} | {r['tps'][0]:.0f} / {r['tps'][1]:.0f} | {p99[0]} | "
               f"{p99[1]} | {r['conflicts'] / SECONDS:.1f} | {r['error']} | {r['bad']} | {r['load']:.1f} | {r['runs']} | "
-              f"{r['median_run'] * 1000:.0f} ms |")
+              f"{r['median_run'] * 1000:.0f} ms | {r['cpu_per_run'] * 1000:.1f} ms |")
 
 
 if __name__ == "__main__":
