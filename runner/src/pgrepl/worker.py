@@ -346,12 +346,16 @@ class SyncWorker:
             # full poll follows it (the watches follow each run's positions: found is never stale)
             if kind in ("delta", "swap") and kick is None and not d.found() and not work(d, probe=True):
                 return True
-            self._state("running")
-            run_id = d.run = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
-            d.tgt.execute("SELECT 1")   # a run with nothing to apply still proves its target is there
+            # the sync's state goes with the run's record, running then idle: no round trip of its own
+            run_id = d.run = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick, "running")
+            self.last_state = "running"
             t0 = time.monotonic()
             counts = work(d, probe=False)
-            catalog.finish_run(self.control, run_id, counts.inserts, counts.updates, counts.deletes, counts.conflicts)
+            if not counts.total:
+                d.tgt.execute("SELECT 1")   # a run with nothing to apply still proves its target is there
+            catalog.finish_run(self.control, run_id, counts.inserts, counts.updates, counts.deletes, counts.conflicts,
+                               state="idle")
+            self.last_state = "idle"
             if counts.total or kind != "delta":
                 log.info("%s -> %s: %s I/U/D %d/%d/%d in %.2fs", d.source, d.target, kind, counts.inserts,
                          counts.updates, counts.deletes, time.monotonic() - t0)
