@@ -5,8 +5,10 @@ and the statements (round trips) per run, for two runner versions side by side, 
 Two durable clusters on 127.0.0.1:BENCH_PORT and +1 (default 25511) under BENCH_DIR (/tmp/pgrepl-bench-push),
 pgbench scale BENCH_SCALE (5). Each round runs every variant once, the order rotated; a variant is a runner source
 tree put first on PYTHONPATH: BENCH_VARIANTS="new=runner/src,old=/path/to/old/runner/src" (default: this tree's
-only). For each: TPS without replication (-c 4, BENCH_TPS_SECONDS, 15), pgrepl set up, TPS again while it applies
-(the ratio), then lag at -R 200 -c 2 (BENCH_LAG_SECONDS, 20) with every statement logged (log_min_duration_statement
+only); settings of a variant follow its path after `+`: "pace=runner/src+busy_interval=0.1" (`+capture-only`: the
+daemon stopped while TPS is measured). For each: TPS without replication (-c 4, BENCH_TPS_SECONDS, 15), pgrepl set up, TPS again while it applies
+(the ratio, with the runs recorded meanwhile, their changes, and the CPU of pgrepl's worker and of the backends
+serving it, in cores), then lag at -R 200 -c 2 (BENCH_LAG_SECONDS, 20) with every statement logged (log_min_duration_statement
 = 0 on both clusters): the statements pgrepl's sessions sent, per run, outside the probe's own query.
 """
 
@@ -25,6 +27,7 @@ sys.path[1:1] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "bench" / 
 import measure  # noqa: E402
 import systems  # noqa: E402
 from pgcluster import LocalCluster  # noqa: E402
+from pgrepl import lease  # noqa: E402
 
 from bench import DURABLE, tps  # noqa: E402
 
@@ -34,6 +37,7 @@ SCALE = int(os.environ.get("BENCH_SCALE", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "15"))
 LAG_SECONDS = int(os.environ.get("BENCH_LAG_SECONDS", "20"))
+TICK = os.sysconf("SC_CLK_TCK")
 VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", f"new={ROOT / 'runner/src'}").split(","))
 # one logged round trip: a simple-protocol statement (several statements in one string count once) or an execute
 ROUND_TRIP = re.compile(r"^(pgrepl[^|]*)\|([^|]*)\|LOG:  duration: [\d.]+ ms  (statement|execute [^:]*): (.*)")
@@ -63,14 +67,56 @@ def statements(clusters: list[LocalCluster], offsets: list[int]) -> dict[str, in
     return out
 
 
-def one(src: LocalCluster, tgt: LocalCluster, path: str) -> dict:
+def cpu(pid: int) -> float:
+    """Seconds of CPU PID used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def backends(c: LocalCluster, app: str) -> dict[int, str]:
+    return dict(c.query("postgres", "SELECT pid, datname FROM pg_stat_activity WHERE application_name = %s", (app,)))
+
+
+def pgrepl_pids(src: LocalCluster, tgt: LocalCluster, system: systems.Pgrepl) -> dict[str, list[int]]:
+    """The worker and the backends serving it: source reads (test1), its control session, the target's writes."""
+    systems.wait_for("the worker's sessions", lambda: backends(src, "pgrepl delta") and backends(tgt, "pgrepl delta"))
+    worker = system._worker_pid()
+    sb = backends(src, "pgrepl delta")
+    return {"worker": [worker], "source reads (test1)": [p for p, d in sb.items() if d == "test1"],
+            "source control (pgrepl)": list(backends(src, lease.application_name(worker))),
+            "target writes": list(backends(tgt, "pgrepl delta"))}
+
+
+def runs_done(src: LocalCluster) -> tuple[int, int]:
+    """The runs recorded so far and the changes they applied."""
+    return src.query("pgrepl", "SELECT count(*), coalesce(sum(inserts + updates + deletes), 0)::int FROM pgrepl.run")[0]
+
+
+def one(src: LocalCluster, tgt: LocalCluster, variant: str) -> dict:
+    path, *settings = variant.split("+")
     os.environ["PYTHONPATH"] = path   # the runner's CLI and daemon are subprocesses: they import this tree
     system = systems.Pgrepl(src, tgt, BASE)
+    system.settings = tuple(s for s in settings if s != "capture-only")
+    capture_only = "capture-only" in settings   # the daemon stopped while TPS is measured: the capture's cost alone
     base = tps(src, TPS_SECONDS)
     measure.resync(src, tgt)
     system.setup()
     try:
+        pids = [] if capture_only else [p for ps in pgrepl_pids(src, tgt, system).values() for p in ps]
+        if capture_only:
+            system.pause()
+        runs0, changes0 = runs_done(src)
+        cpu0 = sum(cpu(p) for p in pids)
         r = {"tps_ratio": tps(src, TPS_SECONDS) / base}
+        cpu1 = sum(cpu(p) for p in pids)
+        if capture_only:
+            system.resume()
+        runs1, changes1 = runs_done(src)
+        r.update(full_runs=runs1 - runs0, full_changes_per_run=(changes1 - changes0) / max(runs1 - runs0, 1),
+                 full_cpu=(cpu1 - cpu0) / TPS_SECONDS)
         measure.wait_equal(src, tgt)
         offsets = [(c.datadir / "server.log").stat().st_size for c in (src, tgt)]
         runs0 = src.query("pgrepl", "SELECT count(*) FROM pgrepl.run")[0][0]

@@ -17,27 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[1:1] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "bench" / "peers")]
 import measure  # noqa: E402
 import systems  # noqa: E402
-from pgcluster import LocalCluster  # noqa: E402
-from pgrepl import lease  # noqa: E402
-from push_cost import BASE, pgbench_clusters  # noqa: E402
+from push_cost import BASE, cpu, pgbench_clusters, pgrepl_pids  # noqa: E402
 from push_cost import TPS_SECONDS as SECONDS  # noqa: E402
 
 from bench import tps  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu(pid: int) -> float:
-    """Seconds of CPU PID used so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def backends(c: LocalCluster, app: str) -> dict[int, str]:
-    return dict(c.query("postgres", "SELECT pid, datname FROM pg_stat_activity WHERE application_name = %s", (app,)))
 
 
 def main() -> None:
@@ -53,12 +36,7 @@ def main() -> None:
         system.setup()
         try:
             measure.wait_equal(src, tgt)
-            worker = system._worker_pid()
-            sb, tb = backends(src, "pgrepl delta"), backends(tgt, "pgrepl delta")
-            sb.update(dict.fromkeys(backends(src, lease.application_name(worker)), "pgrepl"))
-            pids = {"worker": [worker], "source reads (test1)": [p for p, d in sb.items() if d == "test1"],
-                    "source control (pgrepl)": [p for p, d in sb.items() if d != "test1"],
-                    "target writes": list(tb)}
+            pids = pgrepl_pids(src, tgt, system)
             before = {k: sum(cpu(p) for p in v) for k, v in pids.items()}
             rows0 = src.query("pgrepl", "SELECT count(*), coalesce(sum(inserts + updates + deletes), 0) FROM pgrepl.run")[0]
             out: dict = {}

@@ -1,6 +1,8 @@
 """The fast probe between polls (watch.py): a change is applied without waiting for the next poll, and a source
 where nothing committed is told so by its snapshot alone."""
 
+import time
+
 import psycopg
 from pgrepl import capture, catalog, delta
 from pgrepl.watch import Watch
@@ -51,3 +53,29 @@ def test_a_swap_goes_idle_once_the_changes_it_found_are_applied(env):
         runs = control.execute("SELECT kick IS NOT NULL, inserts + updates + deletes FROM pgrepl.run "
                                "WHERE sync = 'sw' ORDER BY id").fetchall()
     assert [applied for kicked, applied in runs if not kicked] == [1, 1], runs   # one run per change, none empty
+
+
+def test_runs_are_paced_while_changes_keep_flowing(env):
+    """busy_interval: while commits keep coming, a run that applied changes is followed by the next no sooner than
+    busy_interval after it began, so a stream of small commits arrives in a few runs (the probe alone would start
+    one per commit), and every row still arrives. The bound on the runs only grows when the machine is slow."""
+    pace = 1.0
+    items_sync(env)
+    env.cli("set", f"busy_interval={pace:g}")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (0, 'first')")
+    env.wait_same("master", "slave", "items")
+    with psycopg.connect(env.control, autocommit=True) as control:
+        t0 = time.monotonic()
+        before = control.execute("SELECT max(id) FROM pgrepl.run").fetchone()[0]
+        with psycopg.connect(env.c["master"].dsn("test1"), autocommit=True) as src:
+            for i in range(1, 41):   # one commit every ~50 ms: the probe (every 20 ms) sees each on its own
+                src.execute("INSERT INTO items VALUES (%s, 'stream')", (i,))
+                time.sleep(0.05)
+        env.wait_same("master", "slave", "items")
+        applied = control.execute("SELECT count(*) FROM pgrepl.run WHERE sync = 'itemsync' AND id > %s "
+                                  "AND inserts + updates + deletes > 0", (before,)).fetchone()[0]
+        window = time.monotonic() - t0
+    # each applying round starts a second or more after the previous one; one round may have begun before t0
+    assert 1 <= applied <= window / pace + 2, (applied, window)
+    assert env.q("slave", "SELECT count(*) FROM items") == [(41,)]

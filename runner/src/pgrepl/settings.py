@@ -68,6 +68,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "seconds between two fast looks for new changes between polls: one query per source, which reads no "
             "table unless a transaction committed there since the last look; doubles while nothing commits, up to "
             "10 times this (at most poll_interval). 0: no fast looks, only polls", _number(0, 3600)),
+    Setting("busy_interval", "0",
+            "seconds from the start of a run that applied changes to the start of the next: while changes keep "
+            "flowing, runs come at most this often and each applies more, so the runner and the members' backends "
+            "spend less CPU per change (e.g. 0.2: about half, for a lag of about that much); a run after a quiet "
+            "spell starts at once. 0 (the default): the next run starts as soon as changes are seen", _number(0, 60)),
     Setting("retry_min", "1", "seconds before the first retry of a failed run", _number(0.1, 3600)),
     Setting("retry_max", "60", "longest wait between retries of a failed run (backoff doubles up to it)",
             _number(0.1, 86400)),

@@ -3,7 +3,8 @@
 The controller keeps a worker running for every active sync (started, restarted after a crash with backoff,
 stopped when the sync is deactivated or removed) and stops everything on SIGTERM or when the stop file appears.
 A worker waits for changes (NOTIFY from the capture triggers when `capture_notify` is on, else polling every
-`poll_interval`), for kicks (NOTIFY on the control database) and for its `checktime`, then runs its sync.
+`poll_interval`), for kicks (NOTIFY on the control database) and for its `checktime`, then runs its sync; with
+`busy_interval` set, runs that apply changes start at most that often.
 A target that fails is retried with exponential backoff between `retry_min` and `retry_max`; the sync's other
 targets, and the other syncs, go on meanwhile. SIGTERM stops a worker between two batches.
 
@@ -124,6 +125,17 @@ class _Stopper:
         notified, self.notified = self.notified, False
         return notified
 
+    def sleep(self, seconds: float) -> None:
+        """Sleeps SECONDS or until a signal; notifications wait for the next `wait`."""
+        end = time.monotonic() + seconds
+        while not self.stopping and (left := end - time.monotonic()) > 0:
+            select.select([self.rfd], [], [], left)
+            try:
+                while os.read(self.rfd, 64):
+                    pass
+            except BlockingIOError:
+                pass
+
     def _drain(self, conns: list[psycopg.Connection]) -> None:
         for c in conns:
             if not c.closed:
@@ -175,6 +187,8 @@ class SyncWorker:
         self.pid = os.getpid()
         self.parent = int(os.environ.get("PGREPL_CONTROLLER_PID") or 0)   # set by the zygote that forked us
         self.stopper = _Stopper()
+        self.applied = False       # the current round applied changes
+        self.paced_until = 0.0     # busy_interval: no round starts before this (monotonic)
 
     def _connect(self, db_name: str, listen: bool = False) -> psycopg.Connection:
         conn = connect(member_conninfo(catalog.get_db(self.control, db_name)), f"pgrepl {self.name}",
@@ -252,6 +266,7 @@ class SyncWorker:
         polled_at = 0.0
         self.fast = False   # this round was started by the probe (watch.py), not by a poll, a kick or a NOTIFY
         while not self.stopper.stopping and not self._orphaned():
+            round_at, self.applied = time.monotonic(), False
             if self.fast and time.monotonic() - polled_at < float(self.settings["poll_interval"]):
                 sync, kicks = self.sync, []   # as the last poll read them: a run costs fewer round trips
             else:
@@ -272,6 +287,9 @@ class SyncWorker:
                 good = self._delta(sync, kicks)
             if kicks:
                 catalog.finish_kicks(self.control, kicks, good)
+            # while changes keep flowing, fewer and bigger runs: each run's fixed cost (its records, the target's
+            # check, the cut, per table keys, DELETE and COPY) is paid less often on a saturated source
+            self.paced_until = round_at + float(self.settings["busy_interval"]) if self.applied else 0.0
             now = time.monotonic()
             wait = float(self.settings["poll_interval"])
             retry = [d.retry_at - now for d in self.directions.values() if d.failures]
@@ -285,11 +303,16 @@ class SyncWorker:
 
     def _wait(self, conns: list[psycopg.Connection], watches: list[Watch], prober: Prober, timeout: float) -> bool:
         """Sleeps until TIMEOUT, a notification or a signal; meanwhile, every probe step (watch.py), looks on the
-        sources for new changes and returns as soon as there are some: True then."""
+        sources for new changes and returns as soon as there are some: True then. After a round that applied
+        changes, it first waits until `paced_until` whatever arrives (signals apart), then looks at once."""
         deadline = time.monotonic() + timeout
+        held = self.paced_until > time.monotonic()
+        if held:
+            self.stopper.sleep(self.paced_until - time.monotonic())
         while True:
             left = deadline - time.monotonic()
-            step = prober.step if watches and prober.interval else left
+            step = 0.0 if held else prober.step if watches and prober.interval else left
+            held = False
             if self.stopper.wait(conns, min(left, step)) or left <= step or self.stopper.stopping:
                 return False
             try:
@@ -346,12 +369,17 @@ class SyncWorker:
             # full poll follows it (the watches follow each run's positions: found is never stale)
             if kind in ("delta", "swap") and kick is None and not d.found() and not work(d, probe=True):
                 return True
-            self._state("running")
-            run_id = d.run = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick)
-            d.tgt.execute("SELECT 1")   # a run with nothing to apply still proves its target is there
+            # the sync's state goes with the run's record, running then idle: no round trip of its own
+            run_id = d.run = catalog.start_run(self.control, self.name, d.target, kind, self.pid, kick, "running")
+            self.last_state = "running"
             t0 = time.monotonic()
             counts = work(d, probe=False)
-            catalog.finish_run(self.control, run_id, counts.inserts, counts.updates, counts.deletes, counts.conflicts)
+            if not counts.total:
+                d.tgt.execute("SELECT 1")   # a run with nothing to apply still proves its target is there
+            catalog.finish_run(self.control, run_id, counts.inserts, counts.updates, counts.deletes, counts.conflicts,
+                               state="idle")
+            self.last_state = "idle"
+            self.applied = self.applied or counts.total > 0
             if counts.total or kind != "delta":
                 log.info("%s -> %s: %s I/U/D %d/%d/%d in %.2fs", d.source, d.target, kind, counts.inserts,
                          counts.updates, counts.deletes, time.monotonic() - t0)

@@ -22,16 +22,29 @@ def set_state(conn: psycopg.Connection, sync: str, state: str, pid: int | None =
                  {"s": sync, "st": state, "pid": pid, "started": started})
 
 
-def start_run(conn: psycopg.Connection, sync: str, target: str, kind: str, pid: int, kick: int | None = None) -> int:
-    return conn.execute("INSERT INTO pgrepl.run (sync, target, kind, pid, kick) VALUES (%s,%s,%s,%s,%s) RETURNING id",
-                        (sync, target, kind, pid, kick)).fetchone()[0]
+def start_run(conn: psycopg.Connection, sync: str, target: str, kind: str, pid: int, kick: int | None = None,
+              state: str | None = None) -> int:
+    """A new run's id; STATE (e.g. running): the sync's state too, in the same round trip."""
+    return conn.execute(
+        "WITH r AS (INSERT INTO pgrepl.run (sync, target, kind, pid, kick) "
+        "           VALUES (%(s)s, %(t)s, %(k)s, %(pid)s, %(kick)s) RETURNING id), "
+        "st AS (UPDATE pgrepl.sync_state SET state = %(st)s, pid = %(pid)s, since = now() "
+        "       WHERE sync = %(s)s AND %(st)s::text IS NOT NULL) "
+        "SELECT id FROM r",
+        {"s": sync, "t": target, "k": kind, "pid": pid, "kick": kick, "st": state}).fetchone()[0]
 
 
 def finish_run(conn: psycopg.Connection, run_id: int, inserts: int = 0, updates: int = 0, deletes: int = 0,
-               conflicts: int = 0, error: str | None = None) -> None:
-    conn.execute("UPDATE pgrepl.run SET ended = clock_timestamp(), state = %s, inserts = %s, updates = %s, "
-                 "deletes = %s, conflicts = %s, error = %s WHERE id = %s",
-                 ("bad" if error else "good", inserts, updates, deletes, conflicts, error, run_id))
+               conflicts: int = 0, error: str | None = None, state: str | None = None) -> None:
+    """Records the run's end; STATE (e.g. idle): the sync's state too, in the same round trip."""
+    conn.execute(
+        "WITH r AS (UPDATE pgrepl.run SET ended = clock_timestamp(), state = %(result)s, inserts = %(i)s, "
+        "           updates = %(u)s, deletes = %(d)s, conflicts = %(c)s, error = %(e)s WHERE id = %(id)s "
+        "           RETURNING sync) "
+        "UPDATE pgrepl.sync_state s SET state = %(st)s, since = now() FROM r "
+        "WHERE s.sync = r.sync AND %(st)s::text IS NOT NULL",
+        {"result": "bad" if error else "good", "i": inserts, "u": updates, "d": deletes, "c": conflicts, "e": error,
+         "id": run_id, "st": state})
 
 
 def kick(conn: psycopg.Connection, sync: str) -> int:
