@@ -1,6 +1,7 @@
 """The founding document's cluster on the lab, as site.yml leaves it: services, network, pg_hba.conf, plperl,
 time, cron purges, and replication end to end (pushdelta, swap both ways, fullcopy on kick)."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -184,6 +185,14 @@ def test_status_shows_every_sync_with_a_last_good():
         for sync in [s for s, r in RUNNER_OF.items() if r == runner]:
             row = next(line for line in lines if line.startswith(sync))
             assert row.split()[6] != "none", row   # Last good (after Backlog and Lag)
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_the_runner_settings_are_the_inventorys(name):
+    """inventories/lab: sync_runner_settings {days_back: 7} (default 3); metrics_listen is sync_runner_metrics_listen's
+    (the host's cluster address); the others keep their defaults."""
+    shown = json.loads(pgrepl(name, "show", "days_back", "metrics_listen", "retry_max", "--json"))
+    assert shown == {"days_back": "7", "metrics_listen": f"{ADDRESS[name]}:9187", "retry_max": "60"}
 
 
 @pytest.mark.parametrize("name", RUNNERS)
