@@ -116,11 +116,7 @@ class _Stopper:
         self._drain(conns)
         if not self.notified and not self.stopping and timeout > 0:
             select.select([c.fileno() for c in conns if not c.closed] + [self.rfd], [], [], timeout)
-            try:
-                while os.read(self.rfd, 64):
-                    pass
-            except BlockingIOError:
-                pass
+            self._clear_wakeups()
             self._drain(conns)
         notified, self.notified = self.notified, False
         return notified
@@ -130,11 +126,15 @@ class _Stopper:
         end = time.monotonic() + seconds
         while not self.stopping and (left := end - time.monotonic()) > 0:
             select.select([self.rfd], [], [], left)
-            try:
-                while os.read(self.rfd, 64):
-                    pass
-            except BlockingIOError:
+            self._clear_wakeups()
+
+    def _clear_wakeups(self) -> None:
+        """Empties the pipe the signal handlers write to (it only wakes select)."""
+        try:
+            while os.read(self.rfd, 64):
                 pass
+        except BlockingIOError:
+            pass
 
     def _drain(self, conns: list[psycopg.Connection]) -> None:
         for c in conns:
