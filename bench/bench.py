@@ -23,6 +23,15 @@ DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on", 
 TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "20"))
 
 
+def cpu(pid: int) -> float:
+    """Seconds of CPU PID used so far, utime + stime (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pgrepl(control: str, *args: str) -> str:
     out = subprocess.run([sys.executable, "-m", "pgrepl", "--control", control, *args], capture_output=True,
                          text=True)

@@ -29,7 +29,7 @@ import systems  # noqa: E402
 from pgcluster import LocalCluster  # noqa: E402
 from pgrepl import lease  # noqa: E402
 
-from bench import DURABLE, tps  # noqa: E402
+from bench import DURABLE, cpu, tps  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-push"))
 PORT = int(os.environ.get("BENCH_PORT", "25511"))
@@ -37,7 +37,6 @@ SCALE = int(os.environ.get("BENCH_SCALE", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "15"))
 LAG_SECONDS = int(os.environ.get("BENCH_LAG_SECONDS", "20"))
-TICK = os.sysconf("SC_CLK_TCK")
 VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", f"new={ROOT / 'runner/src'}").split(","))
 # one logged round trip: a simple-protocol statement (several statements in one string count once) or an execute
 ROUND_TRIP = re.compile(r"^(pgrepl[^|]*)\|([^|]*)\|LOG:  duration: [\d.]+ ms  (statement|execute [^:]*): (.*)")
@@ -65,15 +64,6 @@ def statements(clusters: list[LocalCluster], offsets: list[int]) -> dict[str, in
                     key = "probe" if "IS DISTINCT FROM $1 AND EXISTS" in m.group(4) else f"{c.name}/{m.group(2)}"
                     out[key] = out.get(key, 0) + 1
     return out
-
-
-def cpu(pid: int) -> float:
-    """Seconds of CPU PID used so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def backends(c: LocalCluster, app: str) -> dict[int, str]:

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[1:1] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "bench" / "peers")]
 import measure  # noqa: E402
 import systems  # noqa: E402
-from push_cost import BASE, cpu, pgbench_clusters, pgrepl_pids  # noqa: E402
+from push_cost import BASE, pgbench_clusters, pgrepl_pids  # noqa: E402
 from push_cost import TPS_SECONDS as SECONDS  # noqa: E402
 
-from bench import tps  # noqa: E402
+from bench import cpu, tps  # noqa: E402
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from pgcluster import PGBENCH, LocalCluster  # noqa: E402
 
-from bench import DURABLE, pgrepl  # noqa: E402
+from bench import DURABLE, cpu, pgrepl  # noqa: E402
 
 BASE = Path(os.environ.get("BENCH_DIR", "/tmp/pgrepl-bench-swap"))
 PORT = int(os.environ.get("BENCH_PORT", "25481"))
@@ -77,10 +77,8 @@ def pgbench_tps(c: LocalCluster, *args: str) -> tuple[float, str]:
 
 
 def cpu_seconds(title: str) -> float:
-    """utime + stime of the process whose command line is TITLE (the worker: `pgrepl worker SYNC`)."""
-    pid = subprocess.run(["pgrep", "-f", f"^{title}"], capture_output=True, text=True).stdout.split()[0]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the process whose command line is TITLE (the worker: `pgrepl worker SYNC`)."""
+    return cpu(int(subprocess.run(["pgrep", "-f", f"^{title}"], capture_output=True, text=True).stdout.split()[0]))
 
 
 def invariant_error(sides: tuple[LocalCluster, LocalCluster], history_before: list[int], start: dict) -> int:
