@@ -203,7 +203,7 @@ def test_a_source_schema_of_version_2_is_upgraded_and_its_stores_keep_working(en
     env.start()
     env.cli("kick", "sw", "--wait", "30")
     assert row(env, TGT)[0] == 101
-    assert env.q(TGT, "SELECT obj_description('pgrepl'::regnamespace, 'pg_namespace')") == [("pgrepl source schema 5",)]
+    assert env.q(TGT, "SELECT obj_description('pgrepl'::regnamespace, 'pg_namespace')") == [("pgrepl source schema 6",)]
     env.cli("update", "table", "t", f"db=test1_{SRC}", "delta_columns=n")
     env.x(SRC, "UPDATE t SET n = n + 1 WHERE id = 1")
     env.x(TGT, "UPDATE t SET n = n + 10 WHERE id = 1")

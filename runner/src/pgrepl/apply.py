@@ -227,14 +227,17 @@ def key_params(batch: Batch) -> dict:
     return params
 
 
-def keys_relation(table: TableInfo, with_present: bool) -> sql.Composed:
+def keys_relation(table: TableInfo, with_present: bool, seen: bool = False) -> sql.Composed:
     """`(SELECT * FROM unnest(%(k0)s::type0[], ...) AS u(k0, ...)) AS k`: the batch's keys, from one array literal
-    per key column (and the `present` flags). Its columns are named k0, k1... (and present), never after the
-    table's own columns, so no key column name can clash with them."""
-    names = [f"k{i}" for i in range(len(table.pkey))] + (["present"] if with_present else [])
+    per key column (and the `present` flags, or a snapshot per key: `seen`). Its columns are named k0, k1... (and
+    present, seen), never after the table's own columns, so no key column name can clash with them."""
+    more = [("present", "bool")] if with_present else []
+    more += [("seen", "pg_snapshot")] if seen else []
+    names = [f"k{i}" for i in range(len(table.pkey))] + [name for name, _ in more]
     arrays = sql.SQL(", ").join([*(sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(typ))
                                    for i, typ in enumerate(table.pktype)),
-                                 *([sql.SQL("%(present)s::bool[]")] if with_present else [])])
+                                 *(sql.SQL("{}::{}[]").format(sql.Placeholder(name), sql.SQL(typ))
+                                   for name, typ in more)])
     return sql.SQL("(SELECT * FROM unnest({arrays}) AS u({names})) AS k").format(
         arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
 

@@ -11,7 +11,8 @@ In each source database, schema `pgrepl` holds:
   subscription   which sync reads which captured table: triggers stay while a subscription does
   consumer       per (sync, target): how far changes are applied (see delta.py, which reads the delta stores)
   applied        per (swap sync, other side): the other side's interval and cursor applied here (delta.py)
-  resolved       per swap sync: the conflict keys this side got the other side's writes for in the current run
+  resolved       per swap sync: the conflict keys this side got the other side's writes for in the current run, and
+                 when (this side's snapshot)
 
 A table of a swap sync with delta columns or `standard_conflict=merge` gets a richer delta store (version 3): `op`
 (I, U, D, or K for an old key), `n1..nm` the net change `new - old` of each delta column per updated row, and with
@@ -94,6 +95,9 @@ CREATE TABLE IF NOT EXISTS pgrepl.resolved (
     key         text NOT NULL,
     PRIMARY KEY (sync, run, tablename, key)
 );
+-- version 6: this side's snapshot when the key was resolved: the other side's pass, whose interval may end later,
+-- applies the key's changes made after it (swap.py)
+ALTER TABLE pgrepl.resolved ADD COLUMN IF NOT EXISTS seen pg_snapshot;
 -- Bucardo's bucardo_purge_delta(interval), for cron jobs and people: deletes the captured keys that every
 -- consumer has applied and that are older than `keep`.
 CREATE OR REPLACE FUNCTION pgrepl.purge_delta(keep interval) RETURNS text LANGUAGE plpgsql AS $$
@@ -119,9 +123,9 @@ BEGIN
     END LOOP;
     RETURN format('Rows deleted from delta: %s Rows deleted from truncate_log: %s', deleted, truncates);
 END $$;
-COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 5';
+COMMENT ON SCHEMA pgrepl IS 'pgrepl source schema 6';
 """
-SOURCE_VERSION = "pgrepl source schema 5"
+SOURCE_VERSION = "pgrepl source schema 6"
 
 
 @dataclass(frozen=True)

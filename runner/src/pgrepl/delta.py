@@ -386,20 +386,43 @@ SELECT * FROM new""", {"sync": sync, "target": target, "ids": [c.id for c in cap
     return Interval(sync, target, *row), True
 
 
-def resolved_keys(conn: psycopg.Connection, sync: str, run: str) -> dict[str, set[tuple[str, ...]]]:
-    """The keys this side got the other side's writes for in RUN, by table; the keys of other runs (their intervals
-    are closed) are forgotten in the same statement."""
-    out: dict[str, set[tuple[str, ...]]] = {}
-    for name, key in conn.execute("WITH gone AS (DELETE FROM pgrepl.resolved WHERE sync = %(sync)s AND run <> %(run)s) "
-                                   "SELECT tablename, key FROM pgrepl.resolved WHERE sync = %(sync)s AND run = %(run)s",
-                                   {"sync": sync, "run": run}):
-        out.setdefault(name, set()).add(tuple(json.loads(key)))
+def resolved_keys(conn: psycopg.Connection, sync: str, run: str) -> dict[str, dict[tuple[str, ...], str | None]]:
+    """The keys this side got the other side's writes for in RUN, by table, with this side's snapshot then (None:
+    recorded before version 6); the keys of other runs (their intervals are closed) are forgotten in the same
+    statement."""
+    out: dict[str, dict[tuple[str, ...], str | None]] = {}
+    for name, key, seen in conn.execute(
+            "WITH gone AS (DELETE FROM pgrepl.resolved WHERE sync = %(sync)s AND run <> %(run)s) "
+            "SELECT tablename, key, seen::text FROM pgrepl.resolved WHERE sync = %(sync)s AND run = %(run)s",
+            {"sync": sync, "run": run}):
+        out.setdefault(name, {})[tuple(json.loads(key))] = seen
     return out
 
 
-def mark_resolved(conn: psycopg.Connection, sync: str, run: str, keys: list[tuple[str, tuple[str, ...]]]) -> None:
-    """KEYS: (table, key) pairs, of any tables: one statement."""
+def mark_resolved(conn: psycopg.Connection, sync: str, run: str, keys: list[tuple[str, tuple[str, ...]]],
+                  seen: str | None = None) -> None:
+    """KEYS: (table, key) pairs, of any tables, recorded with SEEN (this side's snapshot as the rows were read):
+    one statement."""
     if keys:
-        conn.execute("INSERT INTO pgrepl.resolved (sync, run, tablename, key) SELECT %s, %s, unnest(%s::text[]), "
-                     "unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                     (sync, run, [t for t, k in keys], [json.dumps(list(k)) for t, k in keys]))
+        conn.execute("INSERT INTO pgrepl.resolved (sync, run, tablename, key, seen) SELECT %s, %s, unnest(%s::text[]), "
+                     "unnest(%s::text[]), %s::pg_snapshot ON CONFLICT (sync, run, tablename, key) DO UPDATE "
+                     "SET seen = excluded.seen",
+                     (sync, run, [t for t, k in keys], [json.dumps(list(k)) for t, k in keys], seen))
+
+
+def extend_swap(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) -> None:
+    """A swap's second side, just before its pass: its new interval (nothing applied yet) ends now instead of at
+    the run's start, so that changes committed during the first pass go in this run. Not when a truncate of CAPS
+    was committed meanwhile (its table is copied whole at a run's start: it waits for the next run)."""
+    row = conn.execute("""
+WITH s AS (SELECT pg_current_snapshot() AS snap)
+UPDATE pgrepl.consumer c SET pending = s.snap, updated = now()
+  FROM s WHERE c.sync = %(sync)s AND c.target = %(target)s AND c.pending::text = %(pending)s AND c.cursor = '{""}'
+   AND NOT EXISTS (SELECT FROM pgrepl.truncate_log l WHERE l.capture_id = ANY(%(ids)s)
+                    AND l.txid >= pg_snapshot_xmin(c.pending) AND l.txid < pg_snapshot_xmax(s.snap)
+                    AND pg_visible_in_snapshot(l.txid, s.snap) AND NOT pg_visible_in_snapshot(l.txid, c.pending)
+                    AND l.origin IS DISTINCT FROM %(sync)s)
+RETURNING c.pending::text""", {"sync": iv.sync, "target": iv.target, "pending": iv.pending,
+                                "ids": [c.id for c in caps]}).fetchone()
+    if row is not None:
+        iv.pending = row[0]

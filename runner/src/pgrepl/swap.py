@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from . import apply, capture, catalog, delta, guard, inplace, swap_delta
+from . import apply, capture, catalog, delta, guard, inplace, swap_delta, swap_rows
 from .apply import Counts
 from .capture import Capture, TableInfo
 from .delta import Batch, Interval
@@ -65,6 +65,11 @@ class Side:
     commit_ts: bool = False        # track_commit_timestamp is on
     resume: tuple[str, str] | None = None   # a batch of iv the other side holds in part: (cursor, what is left)
     fresh: bool = False            # iv was opened by this run
+    since: str | None = None       # the first side during the second pass: its interval's end (see SwapRun.run)
+
+    def last_run(self) -> str:
+        """The snapshot after which a change of this side is news to the other side (a conflict candidate)."""
+        return self.since or self.iv.done
 
     def cap(self, table: TableInfo) -> Capture:
         try:
@@ -139,20 +144,27 @@ class SwapRun:
         self.counts = Counts()
         self.finished = False          # both intervals closed: every change they held is applied
         self.resolved: dict[str, set[tuple[str, ...]]] = {t.info.qualname: set() for t in tables}
+        # the second side's interval ends as its pass starts, not as the run does (a lag of one pass less); a table
+        # with delta columns or merge keeps both ends at the run's start (its net changes are summed per interval)
+        self.late = not any(t.deltacols or t.rule == "merge" for t in tables)
+        # the second side's snapshot when each resolved key was written there: its later changes are still owed
+        self.seen: dict[str, dict[tuple[str, ...], str]] = {t.info.qualname: {} for t in tables}
 
     def run(self) -> Counts:
         a, b = self.a, self.b
         for s, o in ((a, b), (b, a)):
             s.iv, s.fresh = delta.open_swap(s.conn, self.key, o.db, [s.cap(t.info) for t in self.tables])
-        # this run's identity (both intervals): the conflict keys each side resolved in it are kept on that side
-        self.run_id = hashlib.md5(" ".join((a.iv.done, a.iv.pending, b.iv.done, b.iv.pending)).encode()).hexdigest()
+        # this run's identity (the first side's interval, where the second's starts; its end moves as its pass
+        # starts): the conflict keys each side resolved in it are kept on that side
+        self.run_id = hashlib.md5(" ".join((a.iv.done, a.iv.pending, b.iv.done)).encode()).hexdigest()
         # each side's columns and what writing in place needs, once per run (not per table and batch)
         self.shapes = {s.role: inplace.shapes(s.conn, [t.info for t in self.tables]) for s in (a, b)}
         # read once: keys this run resolves from now on are in self.resolved and never come back as conflicts
         # (a side whose interval is new forgot the keys of old runs as it opened it)
         self.marked = {s.role: {} if s.fresh else delta.resolved_keys(s.conn, self.key, self.run_id) for s in (a, b)}
         for name, keys in self.resolved.items():   # resolved on both sides before a crash: done
-            keys.update(self.marked["source"].get(name, set()) & self.marked["target"].get(name, set()))
+            keys.update(self.marked["source"].get(name, {}).keys() & self.marked["target"].get(name, {}).keys())
+            self.seen[name].update((k, seen) for k, seen in self.marked["target"].get(name, {}).items() if seen)
         for src, tgt in ((a, b), (b, a)):   # batches committed on tgt whose position a crash kept from moving
             src.resume = None if src.fresh else delta.catch_up(src.conn, src.iv, tgt.conn, src.db)
         self._stop_on_abort_conflicts()
@@ -161,9 +173,17 @@ class SwapRun:
         for s in (a, b):
             if s.iv.cursor is None:
                 delta.advance(s.conn, s.iv, [""])
-        for src, tgt in ((a, b), (b, a)):
-            if not self._pass(src, tgt, [t for t in self.tables if t.info.qualname not in copied]):
-                return self.counts   # asked to stop: the cursors say where to resume
+        tables = [t for t in self.tables if t.info.qualname not in copied]
+        if not self._pass(a, b, tables):
+            return self.counts   # asked to stop: the cursors say where to resume
+        if self.late:
+            # every change of a's interval is on b now: a's changes since its end are the news for b's pass, and
+            # b's interval, untouched yet, takes in what b committed during a's pass
+            a.since = a.iv.pending
+            if b.fresh and b.iv.cursor == [""] and not copied:
+                delta.extend_swap(b.conn, b.iv, [b.cap(t.info) for t in self.tables])
+        if not self._pass(b, a, tables):
+            return self.counts
         self._sequences()
         delta.close_interval(a.conn, a.iv)
         delta.close_interval(b.conn, b.iv)
@@ -232,8 +252,11 @@ class SwapRun:
         since the last run. Returns the others, sorted: (conflicts for _resolve, rows held by another transaction
         that were not waited for when WAIT is false)."""
         tcap = tgt.cap(t.info)
-        resolved = self.resolved[t.info.qualname]
         keys = batch.keys
+        if src is self.b and self.late:
+            self._reopen(t, swap_rows.changed_after(src, src.cap(t.info), {k: self.seen[t.info.qualname][k] for k in keys
+                                                                 if k in self.seen[t.info.qualname]}, upto))
+        resolved = self.resolved[t.info.qualname]
         locked, held = (lock_rows(tgt.conn, t.info, keys), set()) if wait else lock_skipping(tgt.conn, t.info, keys)
         clash = changed_since(tgt, tcap, self.key, keys) - resolved
         clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
@@ -274,6 +297,8 @@ class SwapRun:
         a, b = self.a, self.b
         done, left = [], []
         with apply.replica_transaction(a.conn), apply.replica_transaction(b.conn):
+            # the second side's snapshot before its rows are read: what it commits after is owed to the first side
+            seen = b.conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0] if self.late else None
             for t, keys in clashes:
                 rows = self._lock_images(t, keys, wait)
                 if rows is None:
@@ -281,8 +306,11 @@ class SwapRun:
                 else:
                     done.append((t, keys, self._settle(t, keys, rows)))
             for s in (a, b):
-                delta.mark_resolved(s.conn, self.key, self.run_id, [
-                    (t.info.qualname, k) for t, keys, _ in done for k in keys if k not in self._marked(s.role, t)])
+                unmarked = [(t.info.qualname, k) for t, keys, _ in done for k in keys if k not in self._marked(s.role, t)]
+                delta.mark_resolved(s.conn, self.key, self.run_id, unmarked, seen if s is b else None)
+                if s is b and seen:
+                    for name, k in unmarked:
+                        self.seen[name][k] = seen
             # journaled (and committed, autocommit) before the resolution commits: a crash between the two leaves
             # the journal entry and a conflict the next run finds and journals again; never a silent resolution.
             for t, _, journal in done:
@@ -292,9 +320,19 @@ class SwapRun:
             self.resolved[t.info.qualname].update(keys)
         return left
 
-    def _marked(self, role: str, t: Table) -> set:
+    def _marked(self, role: str, t: Table) -> dict:
         """The keys of T that side ROLE got the other's writes for in this run before a crash."""
-        return self.marked[role].get(t.info.qualname, set())
+        return self.marked[role].get(t.info.qualname, {})
+
+    def _reopen(self, t: Table, keys: set[tuple[str, ...]]) -> None:
+        """KEYS of T, resolved in this run, changed again on the second side since: no longer resolved, their
+        changes apply (or conflict) as any other's."""
+        name = t.info.qualname
+        self.resolved[name] -= keys
+        for k in keys:
+            self.seen[name].pop(k, None)
+            for role in self.marked:
+                self.marked[role].get(name, {}).pop(k, None)
 
     def _lock_images(self, t: Table, keys: list[tuple[str, ...]], wait: bool) -> dict | None:
         """Locks KEYS' rows on both sides; their images by side role, by key. Not waiting: None when another

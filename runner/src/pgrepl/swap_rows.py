@@ -87,7 +87,25 @@ def changed_since(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...
         "SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
         keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
         join=apply.key_join("d", cap.keycols), since=_since_done("d")))
-    return {tuple(r) for r in side.conn.execute(q, {**key_arrays(t, keys), "done": side.iv.done, "sync": sync})}
+    return {tuple(r) for r in side.conn.execute(q, {**key_arrays(t, keys), "done": side.last_run(), "sync": sync})}
+
+
+def changed_after(side: Side, cap: Capture, keys: dict[tuple[str, ...], str], upto: str) -> set[tuple[str, ...]]:
+    """Of KEYS (key: a snapshot of SIDE), those with a change in SIDE's interval after its cursor and up to UPTO
+    that the key's snapshot does not see."""
+    if not keys:
+        return set()
+    t, iv = cap.table, side.iv
+    after = bool(iv.cursor and iv.cursor[0])
+    q = sqltext.text(side.conn, ("changed_after", cap, after), lambda: sql.SQL(
+        "SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {interval} {after} "
+        "AND d.txid <= %(upto)s::xid8 AND NOT pg_visible_in_snapshot(d.txid, k.seen)").format(
+        keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False, seen=True),
+        join=apply.key_join("d", cap.keycols), interval=delta.in_interval("d"),
+        after=sql.SQL("AND d.txid > %(after)s::xid8" if after else "")))
+    params = {**key_arrays(t, list(keys)), "seen": delta.array_literal(keys.values()), "done": iv.done,
+              "pending": iv.pending, "sync": iv.sync, "after": (iv.cursor or [None])[0], "upto": upto}
+    return {tuple(r) for r in side.conn.execute(q, params)}
 
 
 def _commit_time(side: Side, alias: str) -> sql.Composed:
@@ -107,7 +125,7 @@ def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]
         keytext=key_text(cap.keycols, "d"), when=_commit_time(side, "d"), delta=cap.delta,
         keys=apply.keys_relation(t, False), join=apply.key_join("d", cap.keycols), since=_since_done("d"),
         group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)))
-    params = {**key_arrays(t, keys), "done": side.iv.done, "sync": sync}
+    params = {**key_arrays(t, keys), "done": side.last_run(), "sync": sync}
     return {tuple(r[:-1]): r[-1] for r in side.conn.execute(q, params)}
 
 
