@@ -134,3 +134,25 @@ def test_rows_held_on_two_tables_are_not_added_twice_after_a_crash(env):
     restart(env)
     assert [(n(h, "t", 1), n(h, "u", 1)) for h in (SRC, TGT)] == [(103, 105)] * 2, "the held rows, added once"
     assert [(n(h, "t", 2), n(h, "u", 2)) for h in (SRC, TGT)] == [(4, 6)] * 2, "the first transaction's, once"
+
+
+def test_a_run_left_unfinished_by_an_older_runner_resumes_under_its_identity(env):
+    """Source schema 5 named a run by both sides' intervals (done and pending); a run that such a runner left
+    unfinished, its conflict resolved on both sides, is resumed by this one without adding anything twice."""
+    swap_sync(env)
+    env.x(SRC, "UPDATE t SET n = n + 3 WHERE id = 1; UPDATE t SET n = n + 4 WHERE id = 2")
+    env.x(TGT, "UPDATE t SET n = n + 5 WHERE id = 1")
+
+    def named_as_before() -> bool:
+        if row(env, SRC)[0] != 108 or row(env, TGT)[0] != 108:
+            return False
+        ends = [env.q(h, "SELECT done::text, pending::text FROM pgrepl.consumer WHERE target = %s",
+                      (f"test1_{other}",))[0] for h, other in ((SRC, TGT), (TGT, SRC))]
+        for host in (SRC, TGT):
+            env.x(host, "UPDATE pgrepl.resolved SET run = md5(%s)", (" ".join(ends[0] + ends[1]),))
+        return True
+
+    crash_before_the_position_moves(env, named_as_before)
+    assert [row(env, h)[0] for h in (SRC, TGT)] == [108, 108], "100 + 3 + 5 on both sides, each added once"
+    assert [row(env, h, 2)[0] for h in (SRC, TGT)] == [4, 4], "the clean row: 0 + 4, added once"
+    assert [(c["key"], c["rule"]) for c in journal(env)] == [({"id": 1}, "delta")], "the conflict journaled once"

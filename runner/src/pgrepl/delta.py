@@ -386,15 +386,15 @@ SELECT * FROM new""", {"sync": sync, "target": target, "ids": [c.id for c in cap
     return Interval(sync, target, *row), True
 
 
-def resolved_keys(conn: psycopg.Connection, sync: str, run: str) -> dict[str, dict[tuple[str, ...], str | None]]:
-    """The keys this side got the other side's writes for in RUN, by table, with this side's snapshot then (None:
-    recorded before version 6); the keys of other runs (their intervals are closed) are forgotten in the same
-    statement."""
+def resolved_keys(conn: psycopg.Connection, sync: str, runs: list[str]) -> dict[str, dict[tuple[str, ...], str | None]]:
+    """The keys this side got the other side's writes for in the run (RUNS: its identities), by table, with this
+    side's snapshot then (None: recorded before version 6); the keys of other runs (their intervals are closed) are
+    forgotten in the same statement."""
     out: dict[str, dict[tuple[str, ...], str | None]] = {}
     for name, key, seen in conn.execute(
-            "WITH gone AS (DELETE FROM pgrepl.resolved WHERE sync = %(sync)s AND run <> %(run)s) "
-            "SELECT tablename, key, seen::text FROM pgrepl.resolved WHERE sync = %(sync)s AND run = %(run)s",
-            {"sync": sync, "run": run}):
+            "WITH gone AS (DELETE FROM pgrepl.resolved WHERE sync = %(sync)s AND run <> ALL(%(runs)s)) "
+            "SELECT tablename, key, seen::text FROM pgrepl.resolved WHERE sync = %(sync)s AND run = ANY(%(runs)s)",
+            {"sync": sync, "runs": runs}):
         out.setdefault(name, {})[tuple(json.loads(key))] = seen
     return out
 

@@ -156,12 +156,14 @@ class SwapRun:
             s.iv, s.fresh = delta.open_swap(s.conn, self.key, o.db, [s.cap(t.info) for t in self.tables])
         # this run's identity (the first side's interval, where the second's starts; its end moves as its pass
         # starts): the conflict keys each side resolved in it are kept on that side
-        self.run_id = hashlib.md5(" ".join((a.iv.done, a.iv.pending, b.iv.done)).encode()).hexdigest()
+        self.run_id = _identity(a.iv.done, a.iv.pending, b.iv.done)
         # each side's columns and what writing in place needs, once per run (not per table and batch)
         self.shapes = {s.role: inplace.shapes(s.conn, [t.info for t in self.tables]) for s in (a, b)}
         # read once: keys this run resolves from now on are in self.resolved and never come back as conflicts
         # (a side whose interval is new forgot the keys of old runs as it opened it)
-        self.marked = {s.role: {} if s.fresh else delta.resolved_keys(s.conn, self.key, self.run_id) for s in (a, b)}
+        # (a run that an older pgrepl left unfinished, source schema 5, has both ends in its identity)
+        runs = [self.run_id, _identity(a.iv.done, a.iv.pending, b.iv.done, b.iv.pending)]
+        self.marked = {s.role: {} if s.fresh else delta.resolved_keys(s.conn, self.key, runs) for s in (a, b)}
         for name, keys in self.resolved.items():   # resolved on both sides before a crash: done
             keys.update(self.marked["source"].get(name, {}).keys() & self.marked["target"].get(name, {}).keys())
             self.seen[name].update((k, seen) for k, seen in self.marked["target"].get(name, {}).items() if seen)
@@ -468,6 +470,10 @@ class SwapRun:
             loser = self.b if winner is self.a else self.a
             loser.conn.execute("SELECT setval(%s::regclass, %s, %s)",
                                (sql.SQL("{}").format(s.ident).as_string(loser.conn), value, called))
+
+
+def _identity(*snapshots: str) -> str:
+    return hashlib.md5(" ".join(snapshots).encode()).hexdigest()
 
 
 def _todo_text(clashes: list, busy: list) -> str | None:
