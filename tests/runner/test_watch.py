@@ -79,3 +79,20 @@ def test_runs_are_paced_while_changes_keep_flowing(env):
     # each applying round starts a second or more after the previous one; one round may have begun before t0
     assert 1 <= applied <= window / pace + 2, (applied, window)
     assert env.q("slave", "SELECT count(*) FROM items") == [(41,)]
+
+
+def test_a_change_committed_during_an_applying_run_starts_the_next_at_once(env):
+    """After a run that applied changes, the worker looks for more at once instead of waiting a probe step: what
+    committed during that run is applied next, long before the probe's own interval (here 30 s, no NOTIFY)."""
+    items_sync(env)
+    env.cli("set", "poll_interval=600", "probe_interval=30")
+    env.x("master", "INSERT INTO items VALUES (1, 'first')")
+    with psycopg.connect(env.c["slave"].dsn("test1")) as blocker:
+        blocker.execute("LOCK TABLE items IN SHARE MODE")    # the start's run waits on the target...
+        env.start()
+        env.wait_for(lambda: env.q("slave", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND application_name LIKE 'pgrepl%'") == [(1,)],
+                     what="the first run waiting on the target")
+        env.x("master", "INSERT INTO items VALUES (2, 'committed during the run')")   # ...and this commits meanwhile
+    env.wait_for(lambda: env.q("slave", "SELECT count(*) FROM items") == [(2,)], timeout=20,
+                 what="the change committed during the run applied (probe_interval 30 s, poll_interval 600 s)")

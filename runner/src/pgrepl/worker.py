@@ -304,15 +304,17 @@ class SyncWorker:
     def _wait(self, conns: list[psycopg.Connection], watches: list[Watch], prober: Prober, timeout: float) -> bool:
         """Sleeps until TIMEOUT, a notification or a signal; meanwhile, every probe step (watch.py), looks on the
         sources for new changes and returns as soon as there are some: True then. After a round that applied
-        changes, it first waits until `paced_until` whatever arrives (signals apart), then looks at once."""
+        changes, it looks at once (more have likely committed during the round), but first waits until
+        `paced_until` whatever arrives (signals apart)."""
         deadline = time.monotonic() + timeout
         held = self.paced_until > time.monotonic()
         if held:
             self.stopper.sleep(self.paced_until - time.monotonic())
+        at_once = held or (self.applied and prober.interval > 0)
         while True:
             left = deadline - time.monotonic()
-            step = 0.0 if held else prober.step if watches and prober.interval else left
-            held = False
+            step = 0.0 if at_once else prober.step if watches and prober.interval else left
+            at_once = False
             if self.stopper.wait(conns, min(left, step)) or left <= step or self.stopper.stopping:
                 return False
             try:
