@@ -67,7 +67,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("probe_interval", "0.02",
             "seconds between two fast looks for new changes between polls: one query per source, which reads no "
             "table unless a transaction committed there since the last look; doubles while nothing commits, up to "
-            "10 times this (at most poll_interval). 0: no fast looks, only polls", _number(0, 3600)),
+            "10 times this (at most poll_interval); after a run that applied changes and lasted more than two steps, the "
+            "look comes at once. 0: no fast looks, only polls", _number(0, 3600)),
     Setting("busy_interval", "0",
             "seconds from the start of a run that applied changes to the start of the next: while changes keep "
             "flowing, runs come at most this often and each applies more, so the runner and the members' backends "

@@ -188,6 +188,7 @@ class SyncWorker:
         self.parent = int(os.environ.get("PGREPL_CONTROLLER_PID") or 0)   # set by the zygote that forked us
         self.stopper = _Stopper()
         self.applied = False       # the current round applied changes
+        self.round_at = 0.0        # when it began (monotonic)
         self.paced_until = 0.0     # busy_interval: no round starts before this (monotonic)
 
     def _connect(self, db_name: str, listen: bool = False) -> psycopg.Connection:
@@ -266,7 +267,7 @@ class SyncWorker:
         polled_at = 0.0
         self.fast = False   # this round was started by the probe (watch.py), not by a poll, a kick or a NOTIFY
         while not self.stopper.stopping and not self._orphaned():
-            round_at, self.applied = time.monotonic(), False
+            self.round_at, self.applied = time.monotonic(), False
             if self.fast and time.monotonic() - polled_at < float(self.settings["poll_interval"]):
                 sync, kicks = self.sync, []   # as the last poll read them: a run costs fewer round trips
             else:
@@ -289,7 +290,7 @@ class SyncWorker:
                 catalog.finish_kicks(self.control, kicks, good)
             # while changes keep flowing, fewer and bigger runs: each run's fixed cost (its records, the target's
             # check, the cut, per table keys, DELETE and COPY) is paid less often on a saturated source
-            self.paced_until = round_at + float(self.settings["busy_interval"]) if self.applied else 0.0
+            self.paced_until = self.round_at + float(self.settings["busy_interval"]) if self.applied else 0.0
             now = time.monotonic()
             wait = float(self.settings["poll_interval"])
             retry = [d.retry_at - now for d in self.directions.values() if d.failures]
@@ -303,14 +304,17 @@ class SyncWorker:
 
     def _wait(self, conns: list[psycopg.Connection], watches: list[Watch], prober: Prober, timeout: float) -> bool:
         """Sleeps until TIMEOUT, a notification or a signal; meanwhile, every probe step (watch.py), looks on the
-        sources for new changes and returns as soon as there are some: True then. After a round that applied
-        changes, it looks at once (more have likely committed during the round), but first waits until
-        `paced_until` whatever arrives (signals apart)."""
+        sources for new changes and returns as soon as there are some: True then. After a long round that applied
+        changes, it looks at once; with a pace set, it first waits until `paced_until` whatever arrives (signals
+        apart), then looks at once."""
         deadline = time.monotonic() + timeout
         held = self.paced_until > time.monotonic()
         if held:
             self.stopper.sleep(self.paced_until - time.monotonic())
-        at_once = held or (self.applied and prober.interval > 0)
+        # after a run that applied changes and lasted a few probe steps, what committed during it waited long enough:
+        # look at once; after a shorter one the step's wait lets changes gather (fewer, bigger runs at full speed)
+        ran = time.monotonic() - self.round_at
+        at_once = held or (self.applied and 0 < 2 * prober.interval < ran)
         while True:
             left = deadline - time.monotonic()
             step = 0.0 if at_once else prober.step if watches and prober.interval else left
