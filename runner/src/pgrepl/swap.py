@@ -1,10 +1,11 @@
 """Swap: master/master between two databases, each the source and the target of the other (docs/swap.md).
 
 One run moves changes both ways: first those made on the sync's source side (the herd's database) to the other
-side, then the other side's back, each batch by batch as a pushdelta does. Applied rows are written with
-session_replication_role = replica, so the capture triggers do not record them and nothing ping-pongs; with
-makedelta their keys are recorded for the other syncs that read the table, marked with the sync's name as origin,
-which this sync skips.
+side, then the other side's back, each batch by batch as a pushdelta does; the other side's interval ends as its
+pass starts, so what it committed during the first pass goes back in the same run (SwapRun.run). Applied rows are
+written with session_replication_role = replica, so the capture triggers do not record them and nothing
+ping-pongs; with makedelta their keys are recorded for the other syncs that read the table, marked with the
+sync's name as origin, which this sync skips.
 
 Conflicts. A key changed on both sides since the last run is a conflict when its rows differ (a key changed the
 same way on both sides is not). The table's standard_conflict decides, row by row:
@@ -255,9 +256,10 @@ class SwapRun:
         that were not waited for when WAIT is false)."""
         tcap = tgt.cap(t.info)
         keys = batch.keys
-        if src is self.b and self.late:
-            self._reopen(t, swap_rows.changed_after(src, src.cap(t.info), {k: self.seen[t.info.qualname][k] for k in keys
-                                                                 if k in self.seen[t.info.qualname]}, upto))
+        if src is self.b and self.late:   # resolved keys that the second side changed again since
+            seen = self.seen[t.info.qualname]
+            again = swap_rows.changed_after(src, src.cap(t.info), {k: seen[k] for k in keys if k in seen}, upto)
+            self._reopen(t, again)
         resolved = self.resolved[t.info.qualname]
         locked, held = (lock_rows(tgt.conn, t.info, keys), set()) if wait else lock_skipping(tgt.conn, t.info, keys)
         clash = changed_since(tgt, tcap, self.key, keys) - resolved
@@ -308,7 +310,8 @@ class SwapRun:
                 else:
                     done.append((t, keys, self._settle(t, keys, rows)))
             for s in (a, b):
-                unmarked = [(t.info.qualname, k) for t, keys, _ in done for k in keys if k not in self._marked(s.role, t)]
+                unmarked = [(t.info.qualname, k) for t, keys, _ in done for k in keys
+                            if k not in self._marked(s.role, t)]
                 delta.mark_resolved(s.conn, self.key, self.run_id, unmarked, seen if s is b else None)
                 if s is b and seen:
                     for name, k in unmarked:
