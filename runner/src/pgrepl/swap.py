@@ -406,32 +406,7 @@ class SwapRun:
                 raise ConflictAbort(_abort_message(t, found))
 
     def _journal(self, t: Table, entries: list) -> None:
-        """Records conflicts (the key typed as in the row images); an abort already journaled with the same rows
-        is not repeated at each retry."""
-        if not entries:
-            return
-        self.control.execute("""
-            INSERT INTO pgrepl.conflict (sync, tablename, key, source_db, target_db, source_row, target_row,
-                                         rule, winner, source_delta, target_delta)
-            SELECT %(sync)s, %(table)s, k.key, %(source_db)s, %(target_db)s, e.source_row, e.target_row,
-                   coalesce(e.rule, %(rule)s), e.winner, e.source_delta, e.target_delta
-              FROM unnest(%(source_rows)s::jsonb[], %(target_rows)s::jsonb[], %(winners)s::text[],
-                          %(rules)s::text[], %(source_deltas)s::jsonb[], %(target_deltas)s::jsonb[])
-                   AS e(source_row, target_row, winner, rule, source_delta, target_delta),
-                   LATERAL (SELECT jsonb_object_agg(col, coalesce(e.source_row -> col, e.target_row -> col)) AS key
-                              FROM unnest(%(pkey)s::text[]) AS col) AS k
-             WHERE e.winner <> 'abort' OR NOT EXISTS (
-                   SELECT 1 FROM pgrepl.conflict c
-                    WHERE c.sync = %(sync)s AND c.tablename = %(table)s AND c.key = k.key AND c.winner = 'abort'
-                      AND c.source_row IS NOT DISTINCT FROM e.source_row
-                      AND c.target_row IS NOT DISTINCT FROM e.target_row)""",
-                             {"sync": self.name, "table": t.info.qualname, "source_db": self.a.db,
-                              "target_db": self.b.db, "rule": t.rule, "pkey": list(t.info.pkey),
-                              "source_rows": [e[1] for e in entries], "target_rows": [e[2] for e in entries],
-                              "winners": [_WINNER_NAMES[e[3]] for e in entries],
-                              "rules": [e[4] if len(e) > 4 else None for e in entries],
-                              "source_deltas": [e[5] if len(e) > 4 else None for e in entries],
-                              "target_deltas": [e[6] if len(e) > 4 else None for e in entries]})
+        swap_rows.journal_conflicts(self.control, self.name, self.a.db, self.b.db, t.info, t.rule, entries)
 
     # --- truncate and sequences ------------------------------------------------------------------------------
 
@@ -484,9 +459,6 @@ def _todo_text(clashes: list, busy: list) -> str | None:
     if not clashes and not busy:
         return None
     return json.dumps([[[t.info.qualname, keys] for t, keys in part] for part in (clashes, busy)])
-
-
-_WINNER_NAMES = {"source": "source", "target": "target", "skip": "none", "abort": "abort", "both": "both"}
 
 
 def decide(rule: str, when: dict, key: tuple[str, ...]) -> str:

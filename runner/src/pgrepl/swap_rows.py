@@ -1,6 +1,6 @@
 """What a swap run reads and writes on one side (swap.py): its rows locked by key (waiting, or skipping the
 ones another transaction holds), the keys changed there since its last run and when, its last truncate, row
-images written in place; and the conflict journal's reads and purge, for the CLI."""
+images written in place; and the conflict journal: its writes, and its reads and purge for the CLI."""
 
 from __future__ import annotations
 
@@ -154,6 +154,40 @@ def write_rows(side: Side, table: TableInfo, rows: list[tuple[tuple[str, ...], s
 
 
 # --- the journal ---------------------------------------------------------------------------------------------
+
+_WINNER_NAMES = {"source": "source", "target": "target", "skip": "none", "abort": "abort", "both": "both"}
+
+
+def journal_conflicts(control: psycopg.Connection, sync: str, source_db: str, target_db: str, table: TableInfo,
+                      rule: str, entries: list) -> None:
+    """Records conflicts of TABLE: (key, source row, target row, winner[, rule, source delta, target delta]) each,
+    the key typed as in the row images; an abort already journaled with the same rows is not repeated at each
+    retry."""
+    if not entries:
+        return
+    control.execute("""
+        INSERT INTO pgrepl.conflict (sync, tablename, key, source_db, target_db, source_row, target_row,
+                                     rule, winner, source_delta, target_delta)
+        SELECT %(sync)s, %(table)s, k.key, %(source_db)s, %(target_db)s, e.source_row, e.target_row,
+               coalesce(e.rule, %(rule)s), e.winner, e.source_delta, e.target_delta
+          FROM unnest(%(source_rows)s::jsonb[], %(target_rows)s::jsonb[], %(winners)s::text[],
+                      %(rules)s::text[], %(source_deltas)s::jsonb[], %(target_deltas)s::jsonb[])
+               AS e(source_row, target_row, winner, rule, source_delta, target_delta),
+               LATERAL (SELECT jsonb_object_agg(col, coalesce(e.source_row -> col, e.target_row -> col)) AS key
+                          FROM unnest(%(pkey)s::text[]) AS col) AS k
+         WHERE e.winner <> 'abort' OR NOT EXISTS (
+               SELECT 1 FROM pgrepl.conflict c
+                WHERE c.sync = %(sync)s AND c.tablename = %(table)s AND c.key = k.key AND c.winner = 'abort'
+                  AND c.source_row IS NOT DISTINCT FROM e.source_row
+                  AND c.target_row IS NOT DISTINCT FROM e.target_row)""",
+                    {"sync": sync, "table": table.qualname, "source_db": source_db, "target_db": target_db,
+                     "rule": rule, "pkey": list(table.pkey),
+                     "source_rows": [e[1] for e in entries], "target_rows": [e[2] for e in entries],
+                     "winners": [_WINNER_NAMES[e[3]] for e in entries],
+                     "rules": [e[4] if len(e) > 4 else None for e in entries],
+                     "source_deltas": [e[5] if len(e) > 4 else None for e in entries],
+                     "target_deltas": [e[6] if len(e) > 4 else None for e in entries]})
+
 
 def list_conflicts(conn: psycopg.Connection, syncs: list[str]) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
