@@ -241,15 +241,16 @@ def in_interval(alias: str) -> sql.Composed:
         "AND {a}.origin IS DISTINCT FROM %(sync)s").format(a=sql.Identifier(alias))
 
 
-def _params(iv: Interval, **more) -> dict:
-    return {"done": iv.done, "pending": iv.pending, "sync": iv.sync, **more}
+def interval_params(iv: Interval, **more) -> dict:
+    """The parameters of in_interval() and after_cursor() for IV, and MORE."""
+    return {"done": iv.done, "pending": iv.pending, "sync": iv.sync, "after": (iv.cursor or [None])[0], **more}
 
 
 def truncated_in(conn: psycopg.Connection, iv: Interval, caps: list[Capture]) -> set[int]:
     """Ids of the captures truncated during the interval: those tables are copied whole instead."""
     query = sql.SQL("SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
                     "AND {}").format(in_interval("l"))
-    return {r[0] for r in conn.execute(query, _params(iv, ids=[c.id for c in caps])).fetchall()}
+    return {r[0] for r in conn.execute(query, interval_params(iv, ids=[c.id for c in caps])).fetchall()}
 
 
 def array_literal(values: Iterable[str]) -> str:
@@ -290,8 +291,9 @@ class Batch:
         return [p == "t" for p in parse_array(self.present)]
 
 
-def _after_cursor(iv: Interval) -> sql.Composable:
-    return sql.SQL("AND d.txid > %(after)s::xid8") if _has_cursor(iv) else sql.SQL("")
+def after_cursor(iv: Interval) -> sql.Composable:
+    """`AND d.txid > %(after)s`: delta rows (alias d) past IV's cursor; nothing when it has none (see has_cursor)."""
+    return sql.SQL("AND d.txid > %(after)s::xid8") if has_cursor(iv) else sql.SQL("")
 
 
 def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int) -> tuple[str | None, bool]:
@@ -299,19 +301,20 @@ def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit:
     transaction goes in the batch too), or None when nothing is left. Also whether the batch is the interval's last."""
     if not caps:
         return None, True
-    q = sqltext.text(conn, ("cut", tuple(caps), _has_cursor(iv)), lambda: _cut_query(iv, caps))
-    upto, last = conn.execute(q, _params(iv, limit=limit, after=(iv.cursor or [None])[0])).fetchone()
+    q = sqltext.text(conn, ("cut", tuple(caps), has_cursor(iv)), lambda: _cut_query(iv, caps))
+    upto, last = conn.execute(q, interval_params(iv, limit=limit)).fetchone()
     return upto, last
 
 
-def _has_cursor(iv: Interval) -> bool:
+def has_cursor(iv: Interval) -> bool:
+    """IV is applied past some transaction (an empty cursor only says its first batch is done)."""
     return bool(iv.cursor and iv.cursor[0])
 
 
 def _cut_query(iv: Interval, caps: list[Capture]) -> sql.Composed:
     heads = sql.SQL(" UNION ALL ").join(
         sql.SQL("(SELECT d.txid FROM {delta} d WHERE {interval} {after} ORDER BY d.txid LIMIT %(limit)s)").format(
-            delta=c.delta, interval=in_interval("d"), after=_after_cursor(iv)) for c in caps)
+            delta=c.delta, interval=in_interval("d"), after=after_cursor(iv)) for c in caps)
     return sql.SQL("SELECT max(txid)::text, count(*) < %(limit)s FROM (SELECT txid FROM ({}) h ORDER BY txid "
                    "LIMIT %(limit)s) n").format(heads)
 
@@ -322,11 +325,10 @@ def first_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit
     table was truncated, the cut of the others must be asked again without it (next_cut)."""
     if not caps:
         return set(), None, True
-    q = sqltext.text(conn, ("first_cut", tuple(caps), _has_cursor(iv)), lambda: sql.SQL(
+    q = sqltext.text(conn, ("first_cut", tuple(caps), has_cursor(iv)), lambda: sql.SQL(
         "SELECT ARRAY(SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
         "AND {}), cut.* FROM ({}) cut").format(in_interval("l"), _cut_query(iv, caps)))
-    ids, upto, last = conn.execute(q, _params(iv, ids=[c.id for c in caps], limit=limit,
-                                              after=(iv.cursor or [None])[0])).fetchone()
+    ids, upto, last = conn.execute(q, interval_params(iv, ids=[c.id for c in caps], limit=limit)).fetchone()
     return set(ids), upto, last
 
 
@@ -335,8 +337,8 @@ def read_keys(conn: psycopg.Connection, iv: Interval, cap: Capture, upto: str) -
     query and one row, with whether each row exists on the source. Run it in the REPEATABLE READ transaction that
     also copies the rows (apply.repeatable_read: its planner settings make the presence check probe the key index),
     so that `present` matches the copy."""
-    q = sqltext.text(conn, ("read_keys", cap, _has_cursor(iv)), lambda: _keys_query(iv, cap))
-    n, existing, present, *arrays = conn.execute(q, _params(iv, upto=upto, after=(iv.cursor or [None])[0])).fetchone()
+    q = sqltext.text(conn, ("read_keys", cap, has_cursor(iv)), lambda: _keys_query(iv, cap))
+    n, existing, present, *arrays = conn.execute(q, interval_params(iv, upto=upto)).fetchone()
     return Batch(cap, arrays, present, existing) if n else None
 
 
@@ -352,7 +354,7 @@ WITH u AS (
      ORDER BY {ukeys}
 )
 SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays} FROM k""").format(
-        dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=_after_cursor(iv), src=t.ident,
+        dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=after_cursor(iv), src=t.ident,
         ukeys=sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(c)) for c in cap.keycols),
         first=sql.Identifier(t.pkey[0]),
         join=sql.SQL(" AND ").join(sql.SQL("s.{} = u.{}").format(sql.Identifier(c), sql.Identifier(d))

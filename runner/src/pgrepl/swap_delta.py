@@ -62,9 +62,8 @@ def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv
     `since the last run` is every change committed after its `done`, racing ones included."""
     if not keys:
         return {}
-    window = sql.SQL("{interval}{after}{upto}").format(
-        interval=delta.in_interval("d"),
-        after=sql.SQL(" AND d.txid > %(after)s::xid8") if iv.cursor and iv.cursor[0] else sql.SQL(""),
+    window = sql.SQL("{interval} {after}{upto}").format(
+        interval=delta.in_interval("d"), after=delta.after_cursor(iv),
         upto=sql.SQL(" AND d.txid <= %(upto)s::xid8") if upto else sql.SQL(""))
     sums = [sql.SQL("CASE WHEN bool_or(d.{n} IS NULL) FILTER (WHERE {w}) THEN NULL "
                     "ELSE coalesce(sum(d.{n}) FILTER (WHERE {w}), '0'::{t})::text END").format(
@@ -81,8 +80,7 @@ def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv
         sums=sql.SQL("").join(sql.SQL(", {}").format(s) for s in sums), delta=cap.delta,
         keys=apply.keys_relation(cap.table, False), join=apply.key_join("d", cap.keycols),
         group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols))
-    params = {**key_arrays(cap.table, keys), "done": iv.done, "pending": iv.pending, "sync": iv.sync,
-              "after": (iv.cursor or [None])[0], "upto": upto}
+    params = {**key_arrays(cap.table, keys), **delta.interval_params(iv, upto=upto)}
     n = len(cap.keycols)
     out = {}
     for r in conn.execute(q, params):

@@ -96,15 +96,13 @@ def changed_after(side: Side, cap: Capture, keys: dict[tuple[str, ...], str], up
     if not keys:
         return set()
     t, iv = cap.table, side.iv
-    after = bool(iv.cursor and iv.cursor[0])
-    q = sqltext.text(side.conn, ("changed_after", cap, after), lambda: sql.SQL(
+    q = sqltext.text(side.conn, ("changed_after", cap, delta.has_cursor(iv)), lambda: sql.SQL(
         "SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {interval} {after} "
         "AND d.txid <= %(upto)s::xid8 AND NOT pg_visible_in_snapshot(d.txid, k.seen)").format(
         keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False, seen=True),
-        join=apply.key_join("d", cap.keycols), interval=delta.in_interval("d"),
-        after=sql.SQL("AND d.txid > %(after)s::xid8" if after else "")))
-    params = {**key_arrays(t, list(keys)), "seen": delta.array_literal(keys.values()), "done": iv.done,
-              "pending": iv.pending, "sync": iv.sync, "after": (iv.cursor or [None])[0], "upto": upto}
+        join=apply.key_join("d", cap.keycols), interval=delta.in_interval("d"), after=delta.after_cursor(iv)))
+    params = {**key_arrays(t, list(keys)), "seen": delta.array_literal(keys.values()),
+              **delta.interval_params(iv, upto=upto)}
     return {tuple(r) for r in side.conn.execute(q, params)}
 
 
@@ -132,8 +130,7 @@ def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]
 def last_truncate(side: Side, cap: Capture):
     q = sql.SQL("SELECT max({when}) FROM pgrepl.truncate_log l WHERE l.capture_id = %(id)s AND {interval}").format(
         when=_commit_time(side, "l"), interval=delta.in_interval("l"))
-    iv = side.iv
-    return side.conn.execute(q, {"id": cap.id, "done": iv.done, "pending": iv.pending, "sync": iv.sync}).fetchone()[0]
+    return side.conn.execute(q, delta.interval_params(side.iv, id=cap.id)).fetchone()[0]
 
 
 WRITE_CHUNK = 1000   # row images per INSERT: a batch's conflicts are not sent as one unbounded parameter
