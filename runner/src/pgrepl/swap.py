@@ -301,8 +301,10 @@ class SwapRun:
         a, b = self.a, self.b
         done, left = [], []
         with apply.replica_transaction(a.conn), apply.replica_transaction(b.conn):
-            # the second side's snapshot before its rows are read: what it commits after is owed to the first side
-            seen = b.conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0] if self.late else None
+            # the second side's snapshot before its rows are read: what it commits after is owed to the first side.
+            # Only in the first pass (a.since unset): the second side's interval no longer moves once its pass starts
+            first_pass = self.late and a.since is None
+            seen = b.conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0] if first_pass else None
             for t, keys in clashes:
                 rows = self._lock_images(t, keys, wait)
                 if rows is None:
