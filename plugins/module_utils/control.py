@@ -19,12 +19,13 @@ try:
     import psycopg
     from psycopg.conninfo import make_conninfo
     from pgrepl import catalog, passfile
+    from pgrepl import settings as runner_settings  # pylint: disable=unused-import  # for pg_repl_settings
     from pgrepl.errors import NotFound, PgreplError
     HAS_PGREPL = True
 except ImportError:
     HAS_PGREPL = False
     PGREPL_IMPORT_ERROR = traceback.format_exc()
-    catalog = passfile = psycopg = make_conninfo = NotFound = PgreplError = None
+    catalog = passfile = runner_settings = psycopg = make_conninfo = NotFound = PgreplError = None
 
 MASK = '********'
 # libpq's sslmode values, the choices of the ssl_mode options (community.postgresql's name).

@@ -29,7 +29,8 @@ _PORT = int(os.environ.get("PGREPL_MODULE_TEST_PORT", "25451"))
 PORTS = {"master": _PORT, "slave": _PORT + 1, "master2": _PORT + 2}
 PYTHON = sys.executable   # the venv's python: it has psycopg and the runner library (pip install -e runner)
 BIN = Path(PYTHON).parent
-MODULES = ("pg_repl_db", "pg_repl_dbgroup", "pg_repl_herd", "pg_repl_sync", "pg_repl_info", "pg_repl_compare")
+MODULES = ("pg_repl_db", "pg_repl_dbgroup", "pg_repl_herd", "pg_repl_sync", "pg_repl_info", "pg_repl_compare",
+           "pg_repl_settings")
 
 SCHEMA = """
 CREATE TABLE public.accounts (id int PRIMARY KEY, balance int NOT NULL DEFAULT 0);

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from pgrepl import passfile
+from pgrepl import catalog, passfile
 
 CAPTURE = ["pgrepl_capture_del", "pgrepl_capture_ins", "pgrepl_capture_trunc", "pgrepl_capture_upd",
            "pgrepl_capture_upd_key"]
@@ -302,3 +302,47 @@ def test_delta_columns_of_a_swap_herd_declared_changed_and_removed(world):
     assert captured() == {"master": [([],)], "master2": [([],)]}
     world.play([gamma({"accounts": ["id"]})], expect_rc=2)   # a key column: refused, nothing changed
     assert captured() == {"master": [([],)], "master2": [([],)]}
+
+
+def stored_settings(w, names) -> dict[str, str]:
+    with catalog.open_control(w.control) as conn:
+        return {n: v for n, v in catalog.all_settings(conn).items() if n in names}
+
+
+def test_settings_are_predicted_in_check_mode_then_set_once_with_yaml_booleans_taken_as_words(world):
+    # False and True: what YAML makes of an unquoted `no` and `on`
+    wanted = {"days_back": 7, "fullcopy_analyze": False, "capture_notify": True, "log_level": "debug",
+              "busy_interval": 0.2}
+    task = {"name": "settings", "pgrepl.cluster.pg_repl_settings": {"settings": wanted}}
+    defaults = {"days_back": "3", "fullcopy_analyze": "yes", "capture_notify": "off", "log_level": "info",
+                "busy_interval": "0"}
+    words = {"days_back": "7", "fullcopy_analyze": "no", "capture_notify": "on", "log_level": "debug",
+             "busy_interval": "0.2"}
+
+    check = world.play([task], "--check", "--diff")["settings"]
+    assert check["changed"] and (check["diff"]["before"], check["diff"]["after"]) == (defaults, words)
+    assert check["restart"] == ["log_level"]
+    assert stored_settings(world, wanted) == defaults
+
+    apply = world.play([task], "--diff")["settings"]
+    assert apply["changed"] and apply["settings"] == words and apply["restart"] == ["log_level"]
+    assert "set fullcopy_analyze to 'no' (was 'yes')" in apply["actions"]
+    assert stored_settings(world, wanted) == words
+
+    again = world.play([task], "--check")["settings"]
+    assert (again["changed"], again["actions"], again["restart"]) == (False, [], [])
+    again = world.play([task])["settings"]
+    assert (again["changed"], again["actions"], again["restart"]) == (False, [], [])
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["apply", "check"])
+def test_a_bad_setting_fails_the_task_and_sets_none_of_the_others(world, check):
+    bad = [({"days_back": 7, "log_level": True}, "Invalid value true for log_level: not a yes/no setting"),
+           ({"days_back": 7, "busy_intervall": 1}, 'Unknown setting "busy_intervall"'),
+           ({"days_back": 7, "batch_size": "many"}, 'Invalid value "many" for batch_size: must be a whole number')]
+    run = world.play([{"name": f"bad {i}", "ignore_errors": True, "pgrepl.cluster.pg_repl_settings": {"settings": s}}
+                      for i, (s, _) in enumerate(bad)], *(["--check"] if check else []))
+    failed = run.failed()
+    for i, (_, words) in enumerate(bad):
+        assert words in failed.get(f"bad {i}", ""), run[f"bad {i}"]
+    assert stored_settings(world, ["days_back"]) == {"days_back": "3"}

@@ -15,6 +15,7 @@ class Setting:
     default: str
     about: str
     check: Callable[[str], str | None]  # returns an error message, or None when the value is fine
+    at_start: bool = False              # read as the runner starts or a worker connects: a change needs a restart
 
 
 def _number(lo: float, hi: float, integer: bool = False) -> Callable[[str], str | None]:
@@ -56,9 +57,11 @@ def _listen(v: str) -> str | None:
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
-    Setting("piddir", "/run/pgrepl", "directory of the pid files and of the stop file", _path),
-    Setting("stopfile", "fullstoppgrepl", "name of the stop file in piddir: while it exists, nothing starts", _filename),
-    Setting("log_level", "info", "debug, info, warning or error", _choice("debug", "info", "warning", "error")),
+    Setting("piddir", "/run/pgrepl", "directory of the pid files and of the stop file", _path, at_start=True),
+    Setting("stopfile", "fullstoppgrepl", "name of the stop file in piddir: while it exists, nothing starts", _filename,
+            at_start=True),
+    Setting("log_level", "info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"),
+            at_start=True),
     Setting("batch_size", "20000", "changed keys applied per target transaction", _number(1, 10_000_000, True)),
     Setting("poll_interval", "0.5", "seconds between checks for new changes when no NOTIFY arrives", _number(0.01, 3600)),
     Setting("capture_notify", "off",
@@ -81,12 +84,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "seconds a runner statement on a member database waits for a lock; 0: forever. Short locks of a busy "
             "table are waited out; a session that holds a lock longer (a forgotten open transaction, a long ALTER) "
             "makes the run fail, alerted, with the blocking pid in `pgrepl status SYNC`, instead of a silent stall",
-            _number(0, 86400)),
+            _number(0, 86400), at_start=True),
     Setting("statement_timeout", "0",
             "seconds a runner statement on a member database may run; 0 (the default): no limit, since a COPY of a "
             "big table or a big batch legitimately takes long. The runner sets both timeouts on its own sessions, "
             "so a statement_timeout set on the replication role or database does not apply to it",
-            _number(0, 86400)),
+            _number(0, 86400), at_start=True),
     Setting("fullcopy_delete_method", "delete", "how a fullcopy empties a target table: delete or truncate",
             _choice("delete", "truncate")),
     Setting("fullcopy_analyze", "yes", "ANALYZE target tables after a fullcopy", _choice("yes", "no")),
@@ -103,9 +106,26 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("default_email_host", "localhost", "SMTP server for alert emails", _host),
     Setting("metrics_listen", "",
             "ADDRESS:PORT where the controller serves Prometheus metrics (/metrics), on the cluster network only; "
-            "empty or off: no listener. Read when `pgrepl run` starts", _listen),
+            "empty or off: no listener. Read when `pgrepl run` starts", _listen, at_start=True),
     Setting("default_email_port", "25", "SMTP port for alert emails", _number(1, 65535, True)),
 ]}
+
+
+def as_text(name: str, value: object) -> str:
+    """VALUE as the setting's text. For YAML and JSON callers (the Ansible module): YAML reads an unquoted on, off,
+    yes or no as a boolean, made back into the word this setting takes (on/off or yes/no); an empty value (None) as
+    empty; numbers as written."""
+    setting = SETTINGS.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, bool) or setting is None:   # an unknown name: validate says so
+        return str(value)
+    words = ("on", "yes") if value else ("off", "no")
+    fits = [w for w in words if setting.check(w) is None]
+    if not fits:
+        raise Refused(f'Invalid value {str(value).lower()} for {name}: not a yes/no setting (quote the value: '
+                      'YAML reads an unquoted on, off, yes or no as a boolean)')
+    return fits[0]
 
 
 def validate(name: str, value: str) -> str:

@@ -1,6 +1,7 @@
 """The cluster follows its inventory (TOPOLOGY_STAGE): two hosts with a pushdelta; then the founding document's
 three; then benchswapgamma pruned, its triggers gone, the other syncs still running."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -80,3 +81,10 @@ def test_the_pruned_swap_is_gone_with_its_triggers_and_the_rest_runs():
     pgrepl("master", "kick", "benchcopybeta", "--wait", "120")
     for table in HERD_TABLES:
         assert checksum("slave", table) == checksum("master", table)
+
+
+@only["prune"]
+def test_a_yaml_boolean_for_a_yes_no_setting_is_set_as_the_word():
+    # stages/prune/topology.yml: fullcopy_analyze: false (what YAML makes of an unquoted no)
+    assert json.loads(pgrepl("master", "show", "fullcopy_analyze", "days_back", "--json")) == \
+        {"fullcopy_analyze": "no", "days_back": "7"}
