@@ -30,6 +30,9 @@ def draw(results: dict[str, list[dict]], names: list[str], rows: list, outdir: P
             hi.append(max(values) - med)
             colors.append(systems.SYSTEMS[n].color)
         ax.bar(xs, meds, yerr=[lo, hi], color=colors, capsize=4)
+        if key.startswith("lag_"):   # milliseconds to seconds side by side: only a log scale shows them all
+            ax.set_yscale("log")
+            what = what.replace("(ms)", "(ms, log scale)")
         ax.set_title(f"{what}\n({better} is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle("pgrepl, Bucardo and native logical replication: same clusters, same workload (median, min-max)")
