@@ -415,3 +415,14 @@ def test_alert_email_on_failure(env, mail_sink):
         assert "Subject: pgrepl sync itemsync failed" in received[0]
     finally:
         env.c["slave"].start()
+
+
+def test_set_says_which_changed_settings_need_a_restart(env):
+    _, text = env.cli("set", "log_level=debug", "days_back=7")
+    assert "Set log_level to 'debug' (was 'info')\n  log_level is read as the runner starts: `pgrepl restart`" in text
+    assert "Set days_back to '7' (was '3')\n" in text and "days_back is read" not in text
+    _, text = env.cli("set", "log_level=debug")
+    assert text == "log_level is already 'debug'\n"
+    _, text = env.cli("show", "lock_timeout", "retry_max", "-v")
+    assert "(read as the runner starts: a change needs `pgrepl restart`)" in text.split("retry_max")[0]
+    assert "restart" not in text.split("retry_max")[1]

@@ -33,7 +33,8 @@ def cmd_show(a: Args, conn) -> int:
     for n in names:
         out(f"{n:<{width}} = {values[n]}")
         if a.verbose:
-            out(f"{'':<{width}}   {SETTINGS[n].about}")
+            restart = " (read as the runner starts: a change needs `pgrepl restart`)" if SETTINGS[n].at_start else ""
+            out(f"{'':<{width}}   {SETTINGS[n].about}{restart}")
     return EXIT_OK
 
 
@@ -45,6 +46,8 @@ def cmd_set(a: Args, conn) -> int:
     for name, value in a.kv.items():
         old, new = catalog.set_setting(conn, name, value)
         out(f"Set {name} to {new!r} (was {old!r})" if old != new else f"{name} is already {new!r}")
+        if old != new and SETTINGS[name].at_start:
+            out(f"  {name} is read as the runner starts: `pgrepl restart` for the change to take effect")
     return EXIT_OK
 
 
