@@ -4,8 +4,10 @@ lag columns of `pgrepl status` (and the same numbers in --json), and the progres
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import psycopg
@@ -93,6 +95,44 @@ def test_a_failing_target_shows_in_the_metrics(env):
         env.c["slave"].start()
     env.wait_for(lambda: metric("pgrepl_last_run_good", **st) == 1, what="a good run again")
     assert metric("pgrepl_backlog_rows", **st) == 0
+
+
+def frozen(cluster) -> list[int]:
+    """The postmaster of CLUSTER and every process it started: SIGSTOP makes it a server that takes connections
+    (the kernel answers) and never replies, as a hung or unreachable host looks to a client."""
+    postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+    return [postmaster, *map(int, children)]
+
+
+def test_a_member_that_stops_answering_leaves_scrapes_and_status_on_time(env):
+    items_sync(env)
+    env.cli("set", f"metrics_listen={LISTEN}")
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'a')")
+    env.wait_same("master", "slave", "items")
+    assert metric("pgrepl_source_up", db="test1_master") == 1   # the look has its connections to both members
+    pids = frozen(env.c["slave"])
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(2):   # Prometheus gives up on a scrape after 10 s by default
+            started = time.monotonic()
+            samples = scrape()
+            assert time.monotonic() - started < 8
+            assert samples[("pgrepl_control_up", ())] == 1
+            assert samples[("pgrepl_source_up", (("db", "test1_master"),))] == 1
+            assert samples[("pgrepl_source_up", (("db", "test1_slave"),))] == 0
+            assert samples[("pgrepl_worker_up", (("sync", "itemsync"),))] == 1
+        started = time.monotonic()
+        text = env.cli("status", "itemsync")[1]
+        assert time.monotonic() - started < 8 and "test1_slave" in text and "no answer" in text, text
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    env.wait_for(lambda: metric("pgrepl_source_up", db="test1_slave") is None, what="the target answering again")
+    env.x("master", "INSERT INTO items VALUES (2, 'b')")
+    env.wait_same("master", "slave", "items")
 
 
 def test_metrics_listen_is_checked(env):

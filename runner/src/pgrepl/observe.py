@@ -8,8 +8,12 @@ interval(s) not applied yet, through the (txid, key) index from the position's x
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from math import ceil
 
 import psycopg
 from psycopg import sql
@@ -107,72 +111,126 @@ def blocked(conn: psycopg.Connection, syncs: Iterable[str]) -> list[dict]:
     return [{**r, "sync": names[r["sync"]]} for r in rows]
 
 
+# How long a look (a Prometheus scrape, `pgrepl status`) waits for the member databases, asked all at once: a member
+# that does not answer (its host down behind a dropped route, its server hung) is reported as such in time, instead
+# of stalling the look past Prometheus' scrape timeout (10 s by default) or for as long as the member hangs.
+ANSWER_WITHIN = 5.0
+
+
+class _Question:
+    """A question to one member database, asked in a daemon thread of its own: the look waits for its answer
+    ANSWER_WITHIN at most, and a thread stuck on a hung member never keeps the process from exiting."""
+
+    def __init__(self, ask: Callable[[], object]) -> None:
+        self.answered = threading.Event()
+        self.answer: object = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, args=(ask,), name="pgrepl observe", daemon=True).start()
+
+    def _run(self, ask: Callable[[], object]) -> None:
+        try:
+            self.answer = ask()
+        except BaseException as e:   # handed to the look, in its thread
+            self.error = e
+        finally:
+            self.answered.set()
+
+
 class Sources:
-    """Connections to the source databases of a control database's syncs, opened on demand and kept for the
-    next look (a scrape or a status). A source that cannot be reached is reported, not raised."""
+    """Connections to the member databases of a control database's syncs, opened on demand and kept for the
+    next look (a scrape or a status). A member that cannot be reached, or does not answer in time, is reported,
+    not raised; it is not asked again while its last question is still unanswered."""
 
     def __init__(self, control: psycopg.Connection) -> None:
         self.control = control
         self.conns: dict[str, psycopg.Connection] = {}
-
-    def get(self, db: str) -> psycopg.Connection:
-        conn = self.conns.get(db)
-        if conn is None or conn.closed or conn.broken:
-            conn = connect(member_conninfo(catalog.get_db(self.control, db)), "pgrepl observe")
-            self.conns[db] = conn
-        return conn
+        self.unanswered: dict[str, _Question] = {}
 
     def close(self) -> None:
-        for conn in self.conns.values():
-            with suppress(psycopg.Error):
-                conn.close()
+        """Closes the connections, but those a question still waits on (its thread owns them)."""
+        for db, conn in self.conns.items():
+            if db not in self.unanswered or self.unanswered[db].answered.is_set():
+                with suppress(psycopg.Error):
+                    conn.close()
         self.conns.clear()
 
+    def ask(self, questions: dict[str, Callable[[psycopg.Connection], object]]) -> tuple[dict, dict[str, str]]:
+        """Asks each member database DB its question (a function of its connection), all at once. Returns
+        ({db: answer}, {db: error message}) after ANSWER_WITHIN seconds at most."""
+        asked, answers, errors = {}, {}, {}
+        for db, question in questions.items():
+            if db in self.unanswered and not self.unanswered[db].answered.is_set():
+                continue
+            self.unanswered.pop(db, None)
+            conn = self.conns.get(db)
+            try:   # the catalog is read here, on the control connection, not in the question's thread
+                conninfo = member_conninfo(catalog.get_db(self.control, db)) \
+                    if conn is None or conn.closed or conn.broken else None
+            except PgreplError as e:   # removed from the catalog since the syncs were read
+                errors[db] = str(e).strip()
+                continue
+            asked[db] = _Question(functools.partial(self._answer, db, conninfo, question))
+        deadline = time.monotonic() + ANSWER_WITHIN
+        for db in questions:
+            if db in errors:
+                continue
+            q = asked.get(db)
+            if q is None:
+                errors[db] = f"no answer yet to a question asked more than {ANSWER_WITHIN:g} s ago"
+            elif not q.answered.wait(max(0.0, deadline - time.monotonic())):
+                self.unanswered[db] = q
+                errors[db] = f"no answer within {ANSWER_WITHIN:g} s"
+            elif isinstance(q.error, (psycopg.Error, PgreplError)):
+                with suppress(psycopg.Error, AttributeError):   # its thread is done with it
+                    self.conns.pop(db, None).close()
+                errors[db] = str(q.error).strip()
+            elif q.error is not None:
+                raise q.error
+            else:
+                answers[db] = q.answer
+        return answers, errors
+
+    def _answer(self, db: str, conninfo: str | None, question: Callable[[psycopg.Connection], object]) -> object:
+        """In the question's thread: DB's connection (CONNINFO: a new one) and its answer."""
+        if conninfo is not None:
+            self.conns[db] = connect(conninfo, "pgrepl observe", connect_timeout=ceil(ANSWER_WITHIN))
+        return question(self.conns[db])
+
     def look(self, syncs: list[dict]) -> dict:
-        """{"directions": [{sync, source, target, backlog, lag, applied_age}], "sources": {db: delta_store | None},
-        "errors": {db: message}} for the pushdelta and swap SYNCS (catalog.list_syncs rows)."""
+        """{"directions": [{sync, source, target, backlog, lag, applied_age}], "sources": {db: delta_store},
+        "errors": {db: message}, "blocked": {sync: [session waiting for a lock]}} for SYNCS (catalog.list_syncs
+        rows): one question per member database, asked all at once. Pushdelta and swap sources tell what their
+        syncs owe (fullcopy owes nothing between kicks); every member, sources and targets, which of the syncs'
+        worker sessions wait for a lock there."""
         by_source: dict[str, list[tuple[dict, str]]] = {}
+        members: dict[str, set[str]] = {}
         for s in syncs:
-            if s["type"] != "fullcopy":
-                for src_db, tgt_db in catalog.directions(s):
+            for src_db, tgt_db in catalog.directions(s):
+                if s["type"] != "fullcopy":
                     by_source.setdefault(src_db, []).append((s, tgt_db))
+                for db in (src_db, tgt_db):
+                    members.setdefault(db, set()).add(s["name"])
         suffix = catalog.source_name(self.control, "")   # "@control-id": one query for every sync
         qualified = {s["name"]: s["name"] + suffix for s in syncs}
-        out: dict = {"directions": [], "sources": {}, "errors": {}}
+
+        def question(db: str) -> Callable[[psycopg.Connection], tuple]:
+            owing = {qualified[s["name"]] for s, _target in by_source.get(db, [])}
+            return lambda conn: ((backlog(conn, owing), delta_store(conn)) if owing else None,
+                                 blocked(conn, members[db]))
+        answers, errors = self.ask({db: question(db) for db in sorted(members)})
+        out: dict = {"directions": [], "sources": {}, "errors": errors, "blocked": {s["name"]: [] for s in syncs}}
         for db, pairs in sorted(by_source.items()):
-            try:
-                conn = self.get(db)
-                found = backlog(conn, {qualified[s["name"]] for s, _target in pairs})
-                out["sources"][db] = delta_store(conn)
-            except (psycopg.Error, PgreplError) as e:
-                self.conns.pop(db, None)
-                out["errors"][db] = str(e).strip()
-                found = None
+            found = None
+            if db in answers:
+                found, out["sources"][db] = answers[db][0]
             for s, tgt in pairs:
                 r = None if found is None else found.get((qualified[s["name"]], tgt))
                 out["directions"].append({"sync": s["name"], "source": db, "target": tgt,
                                           "backlog": r["backlog"] if r else None, "lag": r["lag"] if r else None,
                                           "applied_age": r["applied_age"] if r else None})
-        out["blocked"] = self._blocked(syncs, out["errors"])
-        return out
-
-    def _blocked(self, syncs: list[dict], errors: dict) -> dict[str, list[dict]]:
-        """Per sync, its worker's sessions waiting for a lock on any of its databases (sources and targets)."""
-        members: dict[str, list[str]] = {}
-        for s in syncs:
-            for pair in catalog.directions(s):
-                for db in pair:
-                    members.setdefault(db, []).append(s["name"])
-        out: dict[str, list[dict]] = {s["name"]: [] for s in syncs}
-        for db, names in sorted(members.items()):
-            if db in errors:
-                continue
-            try:
-                for r in blocked(self.get(db), set(names)):
-                    out[r.pop("sync")].append({"database": db, **r})
-            except (psycopg.Error, PgreplError) as e:
-                self.conns.pop(db, None)
-                errors[db] = str(e).strip()
+        for db, (_owed, waiting) in sorted(answers.items()):
+            for r in waiting:
+                out["blocked"][r.pop("sync")].append({"database": db, **r})
         return out
 
 

@@ -118,6 +118,7 @@ def cmd_status(a: Args, conn) -> int:
         out(header)
         for r in rows:
             _status_detail(r, settings)
+        _unanswered(figures["errors"])
         return EXIT_OK
     out(header + f" PID of pgrepl MCP: {mcp or 'not running'}")
     table = [("Name", "Type", "State", "PID", "Backlog", "Lag", "Last good", "Time", "I/U/D", "Last bad", "Time")]
@@ -137,9 +138,13 @@ def cmd_status(a: Args, conn) -> int:
             out(f'{r["name"]}: {_waiting(w, r)}')
         for line in progress_lines(r["name"], r["figures"]) + blocked_lines(r["name"], r["figures"]):
             out(line)
-    for db, message in figures["errors"].items():
-        out(f"Backlog and lag unknown: source {db} cannot be reached: {message}")
+    _unanswered(figures["errors"])
     return EXIT_OK
+
+
+def _unanswered(errors: dict[str, str]) -> None:
+    for db, message in errors.items():
+        out(f"Database {db} cannot be reached (what the syncs owe there, and their lock waits, unknown): {message}")
 
 
 def _waiting(w: dict, r: dict) -> str:
