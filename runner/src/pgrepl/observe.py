@@ -113,8 +113,9 @@ def blocked(conn: psycopg.Connection, syncs: Iterable[str]) -> list[dict]:
 
 # How long a look (a Prometheus scrape, `pgrepl status`) waits for the member databases, asked all at once: a member
 # that does not answer (its host down behind a dropped route, its server hung) is reported as such in time, instead
-# of stalling the look past Prometheus' scrape timeout (10 s by default) or for as long as the member hangs.
-ANSWER_WITHIN = 5.0
+# of stalling the look past Prometheus' scrape timeout (10 s by default, the scrape interval when shorter) or for as
+# long as the member hangs.
+ANSWER_WITHIN = 3.0
 
 
 class _Question:
@@ -156,12 +157,18 @@ class Sources:
 
     def ask(self, questions: dict[str, Callable[[psycopg.Connection], object]]) -> tuple[dict, dict[str, str]]:
         """Asks each member database DB its question (a function of its connection), all at once. Returns
-        ({db: answer}, {db: error message}) after ANSWER_WITHIN seconds at most."""
-        asked, answers, errors = {}, {}, {}
+        ({db: answer}, {db: error message}) after ANSWER_WITHIN seconds at most. A member still silent on the last
+        look's question is not asked again; one slower than ANSWER_WITHIN but alive gives the last look's answer
+        (one look old) while the new question runs."""
+        asked, late, answers, errors = {}, {}, {}, {}
         for db, question in questions.items():
-            if db in self.unanswered and not self.unanswered[db].answered.is_set():
+            last = self.unanswered.pop(db, None)
+            if last is not None and not last.answered.is_set():
+                self.unanswered[db] = last
+                errors[db] = f"no answer yet to a question asked more than {ANSWER_WITHIN:g} s ago"
                 continue
-            self.unanswered.pop(db, None)
+            if last is not None and last.error is None:
+                late[db] = last.answer
             conn = self.conns.get(db)
             try:   # the catalog is read here, on the control connection, not in the question's thread
                 conninfo = member_conninfo(catalog.get_db(self.control, db)) \
@@ -171,15 +178,13 @@ class Sources:
                 continue
             asked[db] = _Question(functools.partial(self._answer, db, conninfo, question))
         deadline = time.monotonic() + ANSWER_WITHIN
-        for db in questions:
-            if db in errors:
-                continue
-            q = asked.get(db)
-            if q is None:
-                errors[db] = f"no answer yet to a question asked more than {ANSWER_WITHIN:g} s ago"
-            elif not q.answered.wait(max(0.0, deadline - time.monotonic())):
+        for db, q in asked.items():
+            if not q.answered.wait(max(0.0, deadline - time.monotonic())):
                 self.unanswered[db] = q
-                errors[db] = f"no answer within {ANSWER_WITHIN:g} s"
+                if db in late:
+                    answers[db] = late[db]
+                else:
+                    errors[db] = f"no answer within {ANSWER_WITHIN:g} s"
             elif isinstance(q.error, (psycopg.Error, PgreplError)):
                 with suppress(psycopg.Error, AttributeError):   # its thread is done with it
                     self.conns.pop(db, None).close()
