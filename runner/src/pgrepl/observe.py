@@ -234,8 +234,9 @@ class Sources:
                                           "backlog": r["backlog"] if r else None, "lag": r["lag"] if r else None,
                                           "applied_age": r["applied_age"] if r else None})
         for db, (_owed, waiting) in sorted(answers.items()):
-            for r in waiting:
-                out["blocked"][r.pop("sync")].append({"database": db, **r})
+            for r in waiting:   # (a last look's answer may name a sync removed since)
+                if r["sync"] in out["blocked"]:
+                    out["blocked"][r["sync"]].append({"database": db, **{k: v for k, v in r.items() if k != "sync"}})
         return out
 
 
