@@ -128,6 +128,12 @@ def test_a_member_that_stops_answering_leaves_scrapes_and_status_on_time(env):
         started = time.monotonic()
         text = env.cli("status", "itemsync")[1]
         assert time.monotonic() - started < 6 and "test1_slave" in text and "no answer" in text, text
+        # a `pgrepl status` process exits although a thread of it still waits on the frozen member
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "pgrepl", "status"], env=dict(os.environ, PGREPL_CONTROL=env.control),
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and "Database test1_slave cannot be reached" in done.stdout, done
+        assert time.monotonic() - started < 8
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
