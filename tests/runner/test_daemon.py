@@ -4,10 +4,12 @@ replication loops refused."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -313,6 +315,33 @@ def test_a_role_level_statement_timeout_does_not_kill_the_runner(env):
         env.c["slave"].execute("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                            "WHERE usename = 'hasty'")
         env.c["slave"].execute("postgres", "DROP ROLE IF EXISTS hasty")
+
+
+def keepalive_seconds(port: int, pid: int) -> float:
+    """The keepalive timer of backend PID's socket, from the kernel (`ss`): seconds until its next probe. Looked at
+    until the socket is idle (while data is in flight its timer is the retransmission one)."""
+    for _ in range(200):
+        out = subprocess.run(["ss", "-tnoHp", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                             text=True, check=True).stdout
+        line = next(x for x in out.splitlines() if f"pid={pid}," in x)
+        timer = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:([\d.]+)sec)?(?:([\d.]+)ms)?", line)
+        if timer:
+            return sum(float(v or 0) * k for v, k in zip(timer.groups(), (60, 1, 0.001), strict=True))
+        time.sleep(0.01)
+    raise AssertionError(f"no keepalive timer on the socket of backend {pid}: {line}")
+
+
+def test_a_workers_member_sessions_are_dropped_by_the_server_within_a_minute_of_silence(env):
+    """A worker cut off by a partition mid-transaction leaves its session on the member, holding row locks, until
+    the server's TCP stack gives up on it: the kernel's default is two hours of silence before the first probe."""
+    items_sync(env)
+    env.start()
+    env.x("master", "INSERT INTO items VALUES (1, 'a')")
+    env.wait_same("master", "slave", "items")
+    for host in ("master", "slave"):
+        [pid] = [p for (p,) in env.q(host, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgrepl itemsync' "
+                                          "AND datname = 'test1'")]
+        assert keepalive_seconds(env.c[host].port, pid) <= 30
 
 
 def test_timeout_settings_are_checked(env):

@@ -53,14 +53,25 @@ TCP_SETTINGS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval
 CLIENT_CHECK_MS = 5000
 
 
+# The server's side of the same: a worker cut off by a network partition in the middle of a transaction leaves its
+# session on the member idle in that transaction, holding its row locks, until the server's TCP stack gives up on
+# the client: two hours with the kernel's keepalive defaults, during which the next runs wait on those locks and
+# fail at lock_timeout. With the client's keepalive figures the server drops such a session within a minute.
+SERVER_TCP_SETTINGS = {"tcp_keepalives_idle": TCP_SETTINGS["keepalives_idle"],
+                       "tcp_keepalives_interval": TCP_SETTINGS["keepalives_interval"],
+                       "tcp_keepalives_count": TCP_SETTINGS["keepalives_count"],
+                       "tcp_user_timeout": TCP_SETTINGS["tcp_user_timeout"]}
+
+
 def session_options(lock_timeout: str, statement_timeout: str) -> str:
-    """libpq `options` giving a member session the runner's own timeouts (settings, in seconds; 0: none) and the
-    dead-client check. Options sent at connection take precedence over ALTER ROLE/DATABASE ... SET, so a
-    statement_timeout meant for the replication role's other uses cannot kill a long COPY."""
+    """libpq `options` giving a member session the runner's own timeouts (settings, in seconds; 0: none), the
+    dead-client check and the server-side keepalives. Options sent at connection take precedence over ALTER
+    ROLE/DATABASE ... SET, so a statement_timeout meant for the replication role's other uses cannot kill a long
+    COPY."""
     ms = {name: round(float(value) * 1000) for name, value in
           (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout))}
     ms["client_connection_check_interval"] = CLIENT_CHECK_MS
-    return " ".join(f"-c {name}={value}" for name, value in ms.items())
+    return " ".join(f"-c {name}={value}" for name, value in {**ms, **SERVER_TCP_SETTINGS}.items())
 
 
 def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = True, **kw) -> psycopg.Connection:
