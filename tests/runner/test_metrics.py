@@ -127,7 +127,8 @@ def test_a_member_that_stops_answering_leaves_scrapes_and_status_on_time(env):
             assert samples[("pgrepl_worker_up", (("sync", "itemsync"),))] == 1
         started = time.monotonic()
         text = env.cli("status", "itemsync")[1]
-        assert time.monotonic() - started < 6 and "test1_slave" in text and "no answer" in text, text
+        # (a fresh connection to a frozen server: its connect timeout and the look's wait end alike, either says so)
+        assert time.monotonic() - started < 6 and "Database test1_slave cannot be reached" in text, text
         # a `pgrepl status` process exits although a thread of it still waits on the frozen member
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "pgrepl", "status"], env=dict(os.environ, PGREPL_CONTROL=env.control),
