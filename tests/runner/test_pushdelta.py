@@ -129,6 +129,40 @@ def test_composite_key_and_odd_identifiers(env):
         ("a b", 2, "z"), ("it's", 2, "w")]
 
 
+WIDE = ("CREATE TABLE one (id int PRIMARY KEY, v text); "
+        'CREATE TABLE "Two Keys" (a text, b int, v text, PRIMARY KEY (a, b)); '
+        "CREATE TABLE three (x int, y text, z date, v text, PRIMARY KEY (x, y, z)); "
+        "CREATE TABLE untouched (id int PRIMARY KEY, v text); INSERT INTO untouched VALUES (1, 'as is')")
+WIDE_TABLES = ("one", '"Two Keys"', "three", "untouched")
+
+
+def wide_changes(e, host: str, tag: str) -> None:
+    """Transactions over tables whose keys have one, two and three columns (each batch reads every table's keys
+    in one statement), one table left out."""
+    e.x(host, f"BEGIN; INSERT INTO one SELECT g, '{tag}' FROM generate_series(1, 5) g; "
+              f"""INSERT INTO "Two Keys" SELECT 'k' || g, g, '{tag}' FROM generate_series(1, 5) g; """
+              f"INSERT INTO three SELECT g, 'y,\"' || g, date '2026-01-01' + g, '{tag}' FROM generate_series(1, 5) g; "
+              "COMMIT")
+    e.x(host, f"BEGIN; UPDATE one SET v = '{tag} again' WHERE id = 2; DELETE FROM three WHERE x = 3; "
+              f"""UPDATE "Two Keys" SET b = 50 WHERE a = 'k4'; COMMIT""")
+    e.x(host, """DELETE FROM "Two Keys" WHERE a = 'k1'""")
+
+
+def test_a_batch_over_tables_whose_keys_differ_in_width(env):
+    for host in ("master", "slave"):
+        env.x(host, WIDE)
+    env.add_databases("master", "slave")
+    env.cli("add", "all", "tables", "db=test1_master", "--herd=wide")
+    env.cli("add", "sync", "widesync", "source=wide", "targetdb=test1_slave", "type=pushdelta")
+    wide_changes(env, "master", "m")
+    env.start()
+    for table in WIDE_TABLES:
+        env.wait_same("master", "slave", table)
+    assert env.q("slave", 'SELECT a, b FROM "Two Keys" ORDER BY a') == [("k2", 2), ("k3", 3), ("k4", 50), ("k5", 5)]
+    assert env.q("slave", "SELECT x, y FROM three ORDER BY x") == [(1, 'y,"1'), (2, 'y,"2'), (4, 'y,"4'), (5, 'y,"5')]
+    assert env.q("slave", "SELECT count(*), count(*) FILTER (WHERE v = 'm again') FROM one") == [(5, 1)]
+
+
 def test_backlog_is_applied_in_bounded_batches(env):
     """A backlog of 1,000,000 changes in 100 source transactions: applied in many bounded target transactions, not
     one; and a single source transaction larger than a batch is never split."""

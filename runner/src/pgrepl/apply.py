@@ -408,8 +408,8 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                         if tcap is not None:  # the whole table changed: cascade it as a truncate
                             tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
                                         (tcap.id, origin))
-                    for cap in by_key if upto is not None else ():
-                        batch = delta.read_keys(src, iv, cap, upto)
+                    batches = delta.read_batches(src, iv, by_key, upto) if upto is not None else []
+                    for cap, batch in zip(by_key, batches, strict=False):
                         if batch is not None:
                             tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
                             batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)

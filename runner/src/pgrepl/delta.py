@@ -337,14 +337,37 @@ def read_keys(conn: psycopg.Connection, iv: Interval, cap: Capture, upto: str) -
     query and one row, with whether each row exists on the source. Run it in the REPEATABLE READ transaction that
     also copies the rows (apply.repeatable_read: its planner settings make the presence check probe the key index),
     so that `present` matches the copy."""
-    q = sqltext.text(conn, ("read_keys", cap, has_cursor(iv)), lambda: _keys_query(iv, cap))
-    n, existing, present, *arrays = conn.execute(q, interval_params(iv, upto=upto)).fetchone()
-    return Batch(cap, arrays, present, existing) if n else None
+    return read_batches(conn, iv, [cap], upto)[0]
 
 
-def _keys_query(iv: Interval, cap: Capture) -> sql.Composed:
+def read_batches(conn: psycopg.Connection, iv: Interval, caps: list[Capture], upto: str) -> list[Batch | None]:
+    """read_keys of every table of CAPS, in one round trip (a batch of whole transactions usually touches several
+    tables: one query each cost a round trip each); None for a table without a change in the batch."""
+    if not caps:
+        return []
+    q = sqltext.text(conn, ("read_keys", tuple(caps), has_cursor(iv)), lambda: _batches_query(iv, caps))
+    rows = conn.execute(q, interval_params(iv, upto=upto)).fetchall()
+    batches: list[Batch | None] = [None] * len(caps)
+    for i, n, existing, present, *arrays in rows:
+        if n:
+            cap = caps[i]
+            batches[i] = Batch(cap, arrays[:len(cap.keycols)], present, existing)
+    return batches
+
+
+def _batches_query(iv: Interval, caps: list[Capture]) -> sql.Composed:
+    """One row per table of CAPS: its index in CAPS, then _keys_query's columns, the key arrays padded with NULLs to
+    the widest key (UNION ALL wants as many columns in every branch)."""
+    width = max(len(cap.keycols) for cap in caps)
+    return sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(_keys_query(iv, cap, i, width))
+                                      for i, cap in enumerate(caps))
+
+
+def _keys_query(iv: Interval, cap: Capture, index: int, width: int) -> sql.Composed:
     t = cap.table
     dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)
+    arrays = [sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols]
+    arrays += [sql.SQL("NULL::text")] * (width - len(arrays))
     return sql.SQL("""
 WITH u AS (
     SELECT DISTINCT {dkeys} FROM {delta} d WHERE {interval} {after} AND d.txid <= %(upto)s::xid8
@@ -353,13 +376,13 @@ WITH u AS (
       FROM u LEFT JOIN {src} s ON {join}
      ORDER BY {ukeys}
 )
-SELECT count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays} FROM k""").format(
+SELECT {index}, count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays} FROM k""").format(
         dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=after_cursor(iv), src=t.ident,
         ukeys=sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(c)) for c in cap.keycols),
-        first=sql.Identifier(t.pkey[0]),
+        first=sql.Identifier(t.pkey[0]), index=sql.Literal(index),
         join=sql.SQL(" AND ").join(sql.SQL("s.{} = u.{}").format(sql.Identifier(c), sql.Identifier(d))
                                    for c, d in zip(t.pkey, cap.keycols, strict=True)),
-        arrays=sql.SQL(", ").join(sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols))
+        arrays=sql.SQL(", ").join(arrays))
 
 
 # --- swap: conflict keys resolved in a run (pgrepl.resolved), on each side in the transaction that wrote them ----

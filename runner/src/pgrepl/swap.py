@@ -214,9 +214,9 @@ class SwapRun:
                     upto, last = delta.next_cut(src.conn, src.iv, caps, self.batch_size)
                     if upto is None:
                         return True
+                    batches = delta.read_batches(src.conn, src.iv, caps, upto)
                     with apply.replica_transaction(tgt.conn):
-                        for t, scap in zip(tables, caps, strict=True):
-                            batch = delta.read_keys(src.conn, src.iv, scap, upto)
+                        for t, batch in zip(tables, batches, strict=True):
                             if batch is not None:
                                 clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto,
                                                                 wait=False)
