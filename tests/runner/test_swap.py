@@ -262,15 +262,22 @@ def test_a_batch_over_tables_whose_keys_differ_in_width(env):
     reads every table's keys in one statement), one table left out: both sides end with the same rows."""
     for host in (SRC, TGT):
         env.x(host, WIDE)
+        env.x(host, """INSERT INTO "Two Keys" VALUES ('c', 1, 'as is'); INSERT INTO three VALUES (7, 'y', '2026-03-03', 'as is')""")
     env.add_databases(SRC, TGT)
     env.cli("add", "all", "tables", f"db=test1_{SRC}", "standard_conflict=source", "herd=gamma")
     env.cli("add", "sync", "sw", "source=gamma", f"targetdb=test1_{TGT}", "type=swap")
     wide_changes(env, SRC, "source")
-    env.x(TGT, "INSERT INTO one VALUES (100, 'target'); INSERT INTO three VALUES (100, 'y', '2026-02-02', 'target')")
+    env.x(SRC, """UPDATE "Two Keys" SET v = 'source' WHERE a = 'c'""")
+    env.x(TGT, "BEGIN; INSERT INTO one VALUES (100, 'target'); INSERT INTO three VALUES (100, 'y', '2026-02-02', 'target'); "
+               """UPDATE "Two Keys" SET v = 'target' WHERE a = 'c'; UPDATE three SET v = 'target' WHERE x = 7; COMMIT""")
     env.start()
     env.cli("kick", "sw", "--wait", "30")
     for table in WIDE_TABLES:
         assert env.checksum(SRC, table) == env.checksum(TGT, table), table
     assert env.q(TGT, "SELECT id, v FROM one WHERE id IN (2, 100) ORDER BY id") == [(2, "source again"), (100, "target")]
     assert env.q(SRC, "SELECT x, v FROM three WHERE x IN (3, 100) ORDER BY x") == [(100, "target")]
-    assert env.q(TGT, 'SELECT a, b FROM "Two Keys" ORDER BY a') == [("k2", 2), ("k3", 3), ("k4", 50), ("k5", 5)]
+    assert env.q(TGT, 'SELECT a, b, v FROM "Two Keys" ORDER BY a') == [
+        ("c", 1, "source"), ("k2", 2, "source"), ("k3", 3, "source"), ("k4", 50, "source"), ("k5", 5, "source")]
+    assert env.q(SRC, "SELECT v FROM three WHERE x = 7") == [("target",)]   # changed on one side only
+    assert [(c["tablename"], c["key"], c["winner"]) for c in json.loads(env.cli("list", "conflicts", "sw", "--json")[1])] == [
+        ("public.Two Keys", {"a": "c", "b": 1}, "source")]

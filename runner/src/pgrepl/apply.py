@@ -227,16 +227,17 @@ def key_params(batch: Batch) -> dict:
     return params
 
 
-def keys_relation(table: TableInfo, with_present: bool, seen: bool = False) -> sql.Composed:
+def keys_relation(table: TableInfo, with_present: bool, seen: bool = False, prefix: str = "") -> sql.Composed:
     """`(SELECT * FROM unnest(%(k0)s::type0[], ...) AS u(k0, ...)) AS k`: the batch's keys, from one array literal
     per key column (and the `present` flags, or a snapshot per key: `seen`). Its columns are named k0, k1... (and
-    present, seen), never after the table's own columns, so no key column name can clash with them."""
+    present, seen), never after the table's own columns, so no key column name can clash with them. PREFIX: of the
+    placeholders' names (one statement over several tables' keys)."""
     more = [("present", "bool")] if with_present else []
     more += [("seen", "pg_snapshot")] if seen else []
     names = [f"k{i}" for i in range(len(table.pkey))] + [name for name, _ in more]
-    arrays = sql.SQL(", ").join([*(sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(typ))
+    arrays = sql.SQL(", ").join([*(sql.SQL("{}::{}[]").format(sql.Placeholder(f"{prefix}k{i}"), sql.SQL(typ))
                                    for i, typ in enumerate(table.pktype)),
-                                 *(sql.SQL("{}::{}[]").format(sql.Placeholder(name), sql.SQL(typ))
+                                 *(sql.SQL("{}::{}[]").format(sql.Placeholder(prefix + name), sql.SQL(typ))
                                    for name, typ in more)])
     return sql.SQL("(SELECT * FROM unnest({arrays}) AS u({names})) AS k").format(
         arrays=arrays, names=sql.SQL(", ").join(sql.Identifier(n) for n in names))
@@ -249,26 +250,44 @@ def key_join(left: str, cols: tuple[str, ...] | list[str]) -> sql.Composed:
                                  for i, c in enumerate(cols))
 
 
-def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
-                origin: str | None = None, target_capture: Capture | None = None) -> Counts:
-    """In the caller's source (REPEATABLE READ) and target transactions: delete the batch's keys on the target,
-    copy their current rows from the source. With target_capture (makedelta), the keys are also recorded in the
-    target's delta store, marked with ORIGIN, so that other syncs reading the target pass them on."""
+def apply_batches(src: psycopg.Connection, tgt: psycopg.Connection, batches: list[Batch], cols: list[list[str]],
+                  origin: str | None = None, target_captures: list[Capture | None] | None = None) -> Counts:
+    """In the caller's source (REPEATABLE READ) and target transactions, for every table of BATCHES (COLS: each
+    one's columns): delete the batch's keys on the target, all tables in one statement, then copy their current
+    rows from the source. With a target capture (makedelta), a table's keys are also recorded in the target's delta
+    store, marked with ORIGIN, so that other syncs reading the target pass them on."""
+    tables = tuple(batch.capture.table for batch in batches)
+
+    def build() -> sql.Composed:
+        ctes = [sql.SQL("{d} AS (DELETE FROM {t} AS t USING {keys} WHERE {join} RETURNING k.present)").format(
+            d=sql.Identifier(f"d{i}"), t=t.ident, keys=keys_relation(t, True, prefix=f"t{i}_"),
+            join=key_join("t", t.pkey)) for i, t in enumerate(tables)]
+        counts = [sql.SQL("(SELECT count(*) FILTER (WHERE present) FROM {d}), "
+                          "(SELECT count(*) FILTER (WHERE NOT present) FROM {d})").format(d=sql.Identifier(f"d{i}"))
+                  for i in range(len(tables))]
+        return sql.SQL("WITH {} SELECT {}").format(sql.SQL(", ").join(ctes), sql.SQL(", ").join(counts))
+    params = {}
+    for i, batch in enumerate(batches):
+        params.update({f"t{i}_{k}": v for k, v in key_params(batch).items()})
+    found = tgt.execute(sqltext.text(tgt, ("delete", tables), build), params).fetchone()
+    counts = Counts()
+    for i, (batch, columns) in enumerate(zip(batches, cols, strict=True)):
+        copied = _copy_batch(src, tgt, batch, columns) if batch.existing else 0
+        target_capture = (target_captures or [None] * len(batches))[i]
+        if target_capture is not None:
+            record_keys(tgt, target_capture, batch, origin)
+        updated, deleted = found[2 * i:2 * i + 2]
+        counts += Counts(inserts=copied - updated, updates=updated, deletes=deleted)
+    return counts
+
+
+def _copy_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str]) -> int:
+    """The batch's rows, as they are in the source's snapshot, copied into the target table."""
     t, shape = batch.capture.table, (batch.capture, tuple(cols))
-    params = key_params(batch)
-    updated, deleted = tgt.execute(sqltext.text(tgt, ("delete", t), lambda: sql.SQL(
-        "WITH d AS (DELETE FROM {t} AS t USING {keys} WHERE {join} RETURNING k.present) "
-        "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM d"
-    ).format(t=t.ident, keys=keys_relation(t, True), join=key_join("t", t.pkey))), params).fetchone()
-    copied = 0
-    if batch.existing:
-        copy_out = sqltext.text(src, ("copy_out", *shape), lambda: copy_out_batch(batch, cols))
-        copy_in = sqltext.text(tgt, ("copy_in", *shape), lambda: sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
-            t=t.ident, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols)))
-        copied = stream_copy(src, tgt, copy_out, copy_in, params)
-    if target_capture is not None:
-        record_keys(tgt, target_capture, batch, origin)
-    return Counts(inserts=copied - updated, updates=updated, deletes=deleted)
+    copy_out = sqltext.text(src, ("copy_out", *shape), lambda: copy_out_batch(batch, cols))
+    copy_in = sqltext.text(tgt, ("copy_in", *shape), lambda: sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
+        t=t.ident, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols)))
+    return stream_copy(src, tgt, copy_out, copy_in, key_params(batch))
 
 
 def copy_out_batch(batch: Batch, cols: list[str]) -> sql.Composed:
@@ -409,10 +428,11 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                             tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
                                         (tcap.id, origin))
                     batches = delta.read_batches(src, iv, by_key, upto) if upto is not None else []
-                    for cap, batch in zip(by_key, batches, strict=False):
-                        if batch is not None:
-                            tcap = tgt_caps.get((cap.table.schemaname, cap.table.relname))
-                            batch_counts += apply_batch(src, tgt, batch, cols[cap.id], origin, tcap)
+                    todo = [(cap, batch) for cap, batch in zip(by_key, batches, strict=False) if batch is not None]
+                    if todo:
+                        batch_counts += apply_batches(
+                            src, tgt, [batch for _, batch in todo], [cols[cap.id] for cap, _ in todo], origin,
+                            [tgt_caps.get((cap.table.schemaname, cap.table.relname)) for cap, _ in todo])
             # the target has committed: the source's read-only transaction ends and the position moves, in one
             # round trip (a crash in between redoes the batch, which changes nothing)
             if last:

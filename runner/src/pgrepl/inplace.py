@@ -71,35 +71,64 @@ def apply_rows(tgt: psycopg.Connection, batch: Batch, cols: list[str], fill: Cal
     the batch says it is not present. COLS: the columns to write (apply.columns); SHAPE: the table's on TGT (read
     when None)."""
     t = batch.capture.table
-    shape = shape or shapes(tgt, [t])[t.qualname]
-    key, stage = (t, tuple(cols)), _stage(t, tuple(cols))
-    collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-    # one simple-protocol string: created, or emptied when the caller's transaction staged this table already
-    tgt.execute(sqltext.text(tgt, ("stage", *key), lambda: sql.SQL(
-        "CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA; "
-        "DELETE FROM {s}").format(s=stage, cols=collist, t=t.ident)))
-    if batch.existing:
-        fill(sqltext.text(tgt, ("into", *key), lambda: sql.SQL("{s} ({cols})").format(s=stage, cols=collist)))
-    identity, unique = shape.identity, shape.unique
-    if not identity and not unique:
-        return _write(tgt, t, cols, stage, apply.key_params(batch))
-    counts = Counts(deletes=tgt.execute(_delete_sql(t), apply.key_params(batch)).rowcount)
-    if batch.existing:
-        if unique:
-            try:
-                with tgt.transaction():   # a savepoint: only tables that can hit a transient violation pay it
-                    counts += _upsert(tgt, t, cols, identity, stage)
-            except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
-                counts += _replace(tgt, t, cols, stage)
-        else:
-            counts += _upsert(tgt, t, cols, identity, stage)
+    return apply_all(tgt, [(batch, cols, shape or shapes(tgt, [t])[t.qualname])], [fill])
+
+
+def apply_all(tgt: psycopg.Connection, items: list[tuple[Batch, list[str], Shape]],
+              fills: list[Callable[[str], None]]) -> Counts:
+    """apply_rows of several tables (ITEMS: batch, columns, shape; FILLS: each one's), in three round trips for
+    all of them besides their copies: the stages made ready, then each filled, then the writes of the tables that
+    take one statement (_write) in one statement for all; the others' writes follow, table by table."""
+    stages = [_stage(batch.capture.table, tuple(cols)) for batch, cols, _ in items]
+    # one simple-protocol string: each stage created, or emptied when the caller's transaction staged it already
+    tgt.execute("; ".join(_stage_text(tgt, batch.capture.table, cols) for batch, cols, _ in items))
+    for (batch, cols, _), fill in zip(items, fills, strict=True):
+        if batch.existing:
+            fill(_into_text(tgt, batch.capture.table, cols))
+    simple = [(batch, cols, stage) for (batch, cols, shape), stage in zip(items, stages, strict=True)
+              if not shape.identity and not shape.unique]
+    counts = _write(tgt, simple) if simple else Counts()
+    for (batch, cols, shape), stage in zip(items, stages, strict=True):
+        if shape.identity or shape.unique:
+            counts += _write_each(tgt, batch, cols, stage, shape)
     return counts
 
 
-def _delete_sql(t: TableInfo) -> sql.Composed:
-    """The batch's keys that are no longer present (apply.keys_relation's parameters)."""
+def _stage_text(tgt: psycopg.Connection, t: TableInfo, cols: list[str]) -> str:
+    key = (t, tuple(cols))
+    return sqltext.text(tgt, ("stage", *key), lambda: sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA; "
+        "DELETE FROM {s}").format(s=_stage(*key), cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols), t=t.ident))
+
+
+def _into_text(tgt: psycopg.Connection, t: TableInfo, cols: list[str]) -> str:
+    """The stage and its columns, as a COPY or an INSERT into it names them."""
+    key = (t, tuple(cols))
+    return sqltext.text(tgt, ("into", *key), lambda: sql.SQL("{s} ({cols})").format(
+        s=_stage(*key), cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols)))
+
+
+def _write_each(tgt: psycopg.Connection, batch: Batch, cols: list[str], stage: sql.Identifier, shape: Shape
+                ) -> Counts:
+    """A table with identity columns or other unique indexes: DELETE, then UPDATE and INSERT (or the fallbacks)."""
+    t = batch.capture.table
+    counts = Counts(deletes=tgt.execute(_delete_sql(t), apply.key_params(batch)).rowcount)
+    if batch.existing:
+        if shape.unique:
+            try:
+                with tgt.transaction():   # a savepoint: only tables that can hit a transient violation pay it
+                    counts += _upsert(tgt, t, cols, shape.identity, stage)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
+                counts += _replace(tgt, t, cols, stage)
+        else:
+            counts += _upsert(tgt, t, cols, shape.identity, stage)
+    return counts
+
+
+def _delete_sql(t: TableInfo, prefix: str = "") -> sql.Composed:
+    """The batch's keys that are no longer present (apply.keys_relation's parameters, and their PREFIX)."""
     return sql.SQL("DELETE FROM {t} AS t USING {keys} WHERE {join} AND NOT k.present").format(
-        t=t.ident, keys=apply.keys_relation(t, True), join=apply.key_join("t", t.pkey))
+        t=t.ident, keys=apply.keys_relation(t, True, prefix=prefix), join=apply.key_join("t", t.pkey))
 
 
 def _on_key(t: TableInfo, left: str, right: str) -> sql.Composed:
@@ -131,18 +160,32 @@ def _insert_missing(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stag
     return tgt.execute(_insert_missing_sql(t, cols, stage)).rowcount
 
 
-def _write(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.Identifier, params: dict) -> Counts:
-    """DELETE, UPDATE and INSERT in one statement (one round trip): they touch disjoint keys (the deleted ones are
-    not staged, and the INSERT takes the staged keys the table lacks), so none needs to see another's rows."""
+def _write(tgt: psycopg.Connection, items: list[tuple[Batch, list[str], sql.Identifier]]) -> Counts:
+    """For every table of ITEMS (batch, columns, stage): DELETE, UPDATE and INSERT, all in one statement (one round
+    trip). They touch disjoint keys (the deleted ones are not staged, and the INSERT takes the staged keys the table
+    lacks), so none needs to see another's rows; each table has its own three."""
     def build() -> sql.Composed:
-        update = _update_sql(t, cols, stage)
-        return sql.SQL(
-            "WITH d AS ({delete} RETURNING 1), u AS ({update}), i AS ({insert} RETURNING 1) "
-            "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM i)").format(
-            delete=_delete_sql(t), insert=_insert_missing_sql(t, cols, stage),
-            update=sql.SQL("{} RETURNING 1").format(update) if update else sql.SQL("SELECT 1 WHERE false"))
-    deleted, updated, inserted = tgt.execute(sqltext.text(tgt, ("write", t, tuple(cols)), build), params).fetchone()
-    return Counts(inserts=inserted, updates=updated, deletes=deleted)
+        ctes, counts = [], []
+        for n, (batch, cols, stage) in enumerate(items):
+            t = batch.capture.table
+            update = _update_sql(t, cols, stage)
+            d, u, i = (sql.Identifier(f"{x}{n}") for x in "dui")
+            ctes += [sql.SQL("{} AS ({} RETURNING 1)").format(d, _delete_sql(t, f"t{n}_")),
+                     sql.SQL("{} AS ({})").format(u, sql.SQL("{} RETURNING 1").format(update) if update
+                                                  else sql.SQL("SELECT 1 WHERE false")),
+                     sql.SQL("{} AS ({} RETURNING 1)").format(i, _insert_missing_sql(t, cols, stage))]
+            counts += [sql.SQL("(SELECT count(*) FROM {})").format(x) for x in (d, u, i)]
+        return sql.SQL("WITH {} SELECT {}").format(sql.SQL(", ").join(ctes), sql.SQL(", ").join(counts))
+    params = {}
+    for n, (batch, _, _) in enumerate(items):
+        params.update({f"t{n}_{k}": v for k, v in apply.key_params(batch).items()})
+    key = ("write", tuple((batch.capture.table, tuple(cols)) for batch, cols, _ in items))
+    found = tgt.execute(sqltext.text(tgt, key, build), params).fetchone()
+    counts = Counts()
+    for n in range(len(items)):
+        deleted, updated, inserted = found[3 * n:3 * n + 3]
+        counts += Counts(inserts=inserted, updates=updated, deletes=deleted)
+    return counts
 
 
 def _upsert(tgt: psycopg.Connection, t: TableInfo, cols: list[str], identity: list[str], stage: sql.Identifier
@@ -170,17 +213,29 @@ def _replace(tgt: psycopg.Connection, t: TableInfo, cols: list[str], stage: sql.
 
 def apply_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, cols: list[str],
                 origin: str | None = None, target_capture=None, shape: Shape | None = None) -> Counts:
-    """apply.apply_batch, in place: the batch's rows as they are in the caller's source snapshot."""
-    key = (batch.capture, tuple(cols))
+    """apply.apply_batches of one table, in place: the batch's rows as they are in the caller's source snapshot."""
+    t = batch.capture.table
+    return apply_batches(src, tgt, [(batch, cols, shape or shapes(tgt, [t])[t.qualname], target_capture)], origin)
 
-    def fill(into: str) -> None:
-        copy_out = sqltext.text(src, ("copy_out", *key), lambda: apply.copy_out_batch(batch, cols))
-        copy_in = sqltext.text(tgt, ("stage_copy_in", *key),
-                               lambda: sql.SQL("COPY {} FROM STDIN").format(sql.SQL(into)))
-        apply.stream_copy(src, tgt, copy_out, copy_in, apply.key_params(batch))
-    counts = apply_rows(tgt, batch, cols, fill, shape)
-    if target_capture is not None:
-        apply.record_keys(tgt, target_capture, batch, origin)
+
+def apply_batches(src: psycopg.Connection, tgt: psycopg.Connection, items: list[tuple[Batch, list[str], Shape, object]],
+                  origin: str | None = None) -> Counts:
+    """apply_batch of several tables (ITEMS: batch, columns, shape on TGT, target capture or None), their round
+    trips shared where they can be (apply_all)."""
+    def filler(batch: Batch, cols: list[str]) -> Callable[[str], None]:
+        key = (batch.capture, tuple(cols))
+
+        def fill(into: str) -> None:
+            copy_out = sqltext.text(src, ("copy_out", *key), lambda: apply.copy_out_batch(batch, cols))
+            copy_in = sqltext.text(tgt, ("stage_copy_in", *key),
+                                   lambda: sql.SQL("COPY {} FROM STDIN").format(sql.SQL(into)))
+            apply.stream_copy(src, tgt, copy_out, copy_in, apply.key_params(batch))
+        return fill
+    counts = apply_all(tgt, [(batch, cols, shape) for batch, cols, shape, _ in items],
+                       [filler(batch, cols) for batch, cols, _, _ in items])
+    for batch, _, _, target_capture in items:
+        if target_capture is not None:
+            apply.record_keys(tgt, target_capture, batch, origin)
     return counts
 
 

@@ -1,6 +1,6 @@
 """SQL text composed once per shape, not once per batch.
 
-A pushdelta run sends the same few statements for every batch (the cut, each table's keys, DELETE and COPY), a
+A pushdelta run sends the same few statements for every batch (the cut, the keys, the DELETE, each table's COPY), a
 swap run a dozen per table (row locks, changes since the last run, the stage and the in-place write), and
 composing them with psycopg.sql (identifiers quoted through libpq, pieces joined, encoded) cost more of the
 worker's CPU than the rows they move (docs/benchmarks.md, 2026-11-30 profile). Each is built once per KEY, a

@@ -216,12 +216,8 @@ class SwapRun:
                         return True
                     batches = delta.read_batches(src.conn, src.iv, caps, upto)
                     with apply.replica_transaction(tgt.conn):
-                        for t, batch in zip(tables, batches, strict=True):
-                            if batch is not None:
-                                clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto,
-                                                                wait=False)
-                                clashes += [(t, clash)] if clash else []
-                                busy += [(t, held)] if held else []
+                        todo = [(t, batch) for t, batch in zip(tables, batches, strict=True) if batch is not None]
+                        clashes, busy = self._apply_clean(src, tgt, todo, cols, upto, wait=False)
                         # each target transaction of the batch records it, with what is left of it after
                         delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, busy))
             if len(busy) > 1:   # mostly let go meanwhile: every table in one pair of transactions, not waiting
@@ -238,44 +234,61 @@ class SwapRun:
                     after: list = ()) -> list:
         """The rows of BUSY that a TGT transaction held during the batch, applied in one pair of transactions (their
         conflicts join CLASHES). Not waiting: returns those still held; AFTER: the tables left for later."""
-        left = []
         with apply.read_transaction(src.conn), apply.replica_transaction(tgt.conn):
+            todo = []
             for t, keys in busy:
                 present = lock_rows(src.conn, t.info, keys, lock=False)
-                batch = Batch.of(src.cap(t.info), keys, [k in present for k in keys])
-                clash, held = self._apply_clean(src, tgt, t, batch, cols[t.info.qualname], upto, wait)
-                clashes += [(t, clash)] if clash else []
-                left += [(t, held)] if held else []
+                todo.append((t, Batch.of(src.cap(t.info), keys, [k in present for k in keys])))
+            clash, left = self._apply_clean(src, tgt, todo, cols, upto, wait)
+            clashes += clash
             delta.record_applied(tgt.conn, src.iv, src.db, upto, _todo_text(clashes, left + list(after)))
         return left
 
-    def _apply_clean(self, src: Side, tgt: Side, t: Table, batch: Batch, cols: list[str], upto: str,
-                     wait: bool) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-        """In the caller's transactions: locks the batch's rows on TGT and applies the keys TGT did not change
-        since the last run. Returns the others, sorted: (conflicts for _resolve, rows held by another transaction
-        that were not waited for when WAIT is false)."""
-        tcap = tgt.cap(t.info)
-        keys = batch.keys
+    def _apply_clean(self, src: Side, tgt: Side, todo: list[tuple[Table, Batch]], cols: dict, upto: str,
+                     wait: bool) -> tuple[list, list]:
+        """In the caller's transactions: locks the rows of every batch of TODO on TGT (one statement for every
+        table when not waiting, each table's rows in key order) and applies the keys TGT did not change since the
+        last run. Returns the others as [(table, sorted keys)]: (conflicts for _resolve, rows held by another
+        transaction that were not waited for when WAIT is false)."""
+        keys = [batch.keys for _, batch in todo]
         if src is self.b and self.late:   # resolved keys that the second side changed again since
-            seen = self.seen[t.info.qualname]
-            again = swap_rows.changed_after(src, src.cap(t.info), {k: seen[k] for k in keys if k in seen}, upto)
-            self._reopen(t, again)
+            for (t, _), ks in zip(todo, keys, strict=True):
+                seen = self.seen[t.info.qualname]
+                self._reopen(t, swap_rows.changed_after(src, src.cap(t.info), {k: seen[k] for k in ks if k in seen},
+                                                        upto))
+        if wait:
+            locks = [(lock_rows(tgt.conn, t.info, ks), set()) for (t, _), ks in zip(todo, keys, strict=True)]
+        else:
+            locks = swap_rows.lock_batch(tgt.conn, [(t.info, ks) for (t, _), ks in zip(todo, keys, strict=True)])
+        # read after the locks: a change committed before a row was locked is seen (its statement's snapshot)
+        changed = swap_rows.changed_since_batch(tgt, self.key, [(tgt.cap(t.info), ks)
+                                                             for (t, _), ks in zip(todo, keys, strict=True)])
+        clashes, busy, clean = [], [], []
+        for (t, batch), ks, (locked, held), since in zip(todo, keys, locks, changed, strict=True):
+            clash = since - self.resolved[t.info.qualname]
+            clean += self._clean(src, tgt, t, batch, ks, set(locked), clash | held, cols[t.info.qualname], upto)
+            clashes += [(t, sorted(clash))] if clash else []
+            busy += [(t, sorted(held - clash))] if held - clash else []
+        if clean:   # every table's in one go (inplace.apply_batches: their round trips shared)
+            self.counts += inplace.apply_batches(src.conn, tgt.conn, clean, self.key)
+        return clashes, busy
+
+    def _clean(self, src: Side, tgt: Side, t: Table, batch: Batch, keys: list[tuple[str, ...]], locked: set,
+               not_now: set, cols: list[str], upto: str) -> list:
+        """The keys of T's BATCH (KEYS: batch.keys) neither resolved in this run nor in NOT_NOW (conflicts, rows
+        held elsewhere), to apply to TGT as inplace.apply_batches takes them (none or one item); a table with
+        delta columns or merge has its updated rows written here (LOCKED: its rows locked on TGT)."""
         resolved = self.resolved[t.info.qualname]
-        locked, held = (lock_rows(tgt.conn, t.info, keys), set()) if wait else lock_skipping(tgt.conn, t.info, keys)
-        clash = changed_since(tgt, tcap, self.key, keys) - resolved
-        clean = [i for i, k in enumerate(keys) if k not in clash and k not in resolved and k not in held]
-        scap, origin = src.cap(t.info), self.key if self.sync["makedelta"] else None
+        clean = [i for i, k in enumerate(keys) if k not in not_now and k not in resolved]
+        scap, tcap, origin = src.cap(t.info), tgt.cap(t.info), self.key if self.sync["makedelta"] else None
         shape = self.shapes[tgt.role][t.info.qualname]
         if clean and scap.rich:   # delta columns, merge: updated rows in place (swap_delta), the others copied
             done, n = swap_delta.apply_additive(
-                src, tgt, scap, tcap, [keys[i] for i in clean], set(locked), upto, origin,
+                src, tgt, scap, tcap, [keys[i] for i in clean], locked, upto, origin,
                 lambda ks: lock_rows(src.conn, t.info, ks, images=True, lock=False), shape)
             self.counts.updates += n
             clean = [i for i in clean if keys[i] not in done]
-        if clean:
-            self.counts += inplace.apply_batch(src.conn, tgt.conn, _subset(batch, keys, clean), cols, self.key,
-                                               tcap if origin else None, shape)
-        return sorted(clash), sorted(held - clash)
+        return [(_subset(batch, keys, clean), cols, shape, tcap if origin else None)] if clean else []
 
     def _todo(self, text: str) -> tuple[list, list]:
         """What _todo_text recorded: (conflicts, held rows), each [(table, keys)]; a table no longer synced is left."""

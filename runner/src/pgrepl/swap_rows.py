@@ -24,12 +24,21 @@ if TYPE_CHECKING:
 
 def key_text(cols: tuple[str, ...], alias: str) -> sql.Composed:
     """The key columns COLS of ALIAS as text, the form keys take in Python."""
-    return sql.SQL(", ").join(sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k)) for k in cols)
+    return sql.SQL(", ").join(_key_texts(cols, alias))
 
 
-def key_arrays(table: TableInfo, keys: list[tuple[str, ...]]) -> dict:
-    """KEYS as one array literal per key column, the parameters of apply.keys_relation."""
-    return {f"k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
+def key_arrays(table: TableInfo, keys: list[tuple[str, ...]], prefix: str = "") -> dict:
+    """KEYS as one array literal per key column, the parameters of apply.keys_relation (and its PREFIX)."""
+    return {f"{prefix}k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
+
+
+def _padded(cols: list[sql.Composable], width: int) -> sql.Composed:
+    """COLS, then NULLs up to WIDTH columns: a branch of a UNION ALL over tables whose keys differ in width."""
+    return sql.SQL(", ").join([*cols, *[sql.SQL("NULL::text")] * (width - len(cols))])
+
+
+def _key_texts(cols: tuple[str, ...], alias: str) -> list[sql.Composed]:
+    return [sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k)) for k in cols]
 
 
 def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False,
@@ -71,6 +80,42 @@ def lock_skipping(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[s
     return locked, existing - set(locked)
 
 
+def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple[str, ...]]]]
+               ) -> list[tuple[dict[tuple[str, ...], None], set[tuple[str, ...]]]]:
+    """lock_skipping of the keys of every table of PARTS, in one statement: each table's rows locked in key
+    order, the tables in the order given (as one statement per table did). Per table: (locked keys, held keys)."""
+    if not any(keys for _, keys in parts):
+        return [({}, set()) for _ in parts]
+    tables = tuple(t for t, _ in parts)
+    width = max(len(t.pkey) for t in tables)
+
+    def build() -> sql.Composed:
+        ctes, branches = [], []
+        for i, t in enumerate(tables):
+            rows = sql.SQL("SELECT {keytext} FROM {t} x JOIN {keys} ON {join}").format(
+                keytext=_padded(_key_texts(t.pkey, "x"), width), t=t.ident,
+                keys=apply.keys_relation(t, False, prefix=f"t{i}_"), join=apply.key_join("x", t.pkey))
+            ctes.append(sql.SQL("{l} AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED)").format(
+                l=sql.Identifier(f"l{i}"), rows=rows,
+                order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in t.pkey)))
+            branches += [sql.SQL("SELECT {i}, true, * FROM {l}").format(i=sql.Literal(i), l=sql.Identifier(f"l{i}")),
+                         sql.SQL("SELECT {i}, false, * FROM ({rows}) e").format(i=sql.Literal(i), rows=rows)]
+        return sql.SQL("WITH {ctes} {branches}").format(ctes=sql.SQL(", ").join(ctes),
+                                                        branches=sql.SQL(" UNION ALL ").join(branches))
+    params = {}
+    for i, (t, keys) in enumerate(parts):   # a table without keys joins an empty array: no row
+        params.update(key_arrays(t, keys, prefix=f"t{i}_"))
+    locked: list[dict] = [{} for _ in parts]
+    existing: list[set] = [set() for _ in parts]
+    for i, is_locked, *key in conn.execute(sqltext.text(conn, ("lock_batch", tables), build), params):
+        key = tuple(key[:len(tables[i].pkey)])
+        if is_locked:
+            locked[i][key] = None
+        else:
+            existing[i].add(key)
+    return [(lk, ex - set(lk)) for lk, ex in zip(locked, existing, strict=True)]
+
+
 def _since_done(alias: str) -> sql.Composed:
     """Delta rows committed on a side since its last run (done), not written there by this sync."""
     return sql.SQL("{a}.txid >= pg_snapshot_xmin(%(done)s::pg_snapshot) "
@@ -80,14 +125,28 @@ def _since_done(alias: str) -> sql.Composed:
 
 def changed_since(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
     """KEYS changed on SIDE since its last run (in its interval, or after: a change that raced with the run)."""
-    if not keys:
-        return set()
-    t = cap.table
-    q = sqltext.text(side.conn, ("changed_since", cap), lambda: sql.SQL(
-        "SELECT DISTINCT {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since}").format(
-        keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False),
-        join=apply.key_join("d", cap.keycols), since=_since_done("d")))
-    return {tuple(r) for r in side.conn.execute(q, {**key_arrays(t, keys), "done": side.last_run(), "sync": sync})}
+    return changed_since_batch(side, sync, [(cap, keys)])[0]
+
+
+def changed_since_batch(side: Side, sync: str, parts: list[tuple[Capture, list[tuple[str, ...]]]]
+                        ) -> list[set[tuple[str, ...]]]:
+    """changed_since of the keys of every table of PARTS, in one statement; per table."""
+    if not any(keys for _, keys in parts):
+        return [set() for _ in parts]
+    caps = tuple(cap for cap, _ in parts)
+    width = max(len(cap.keycols) for cap in caps)
+    q = sqltext.text(side.conn, ("changed_since", caps), lambda: sql.SQL(" UNION ALL ").join(
+        sql.SQL("(SELECT DISTINCT {i}, {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since})").format(
+            i=sql.Literal(i), keytext=_padded(_key_texts(cap.keycols, "d"), width), delta=cap.delta,
+            keys=apply.keys_relation(cap.table, False, prefix=f"t{i}_"), join=apply.key_join("d", cap.keycols),
+            since=_since_done("d")) for i, cap in enumerate(caps)))
+    params = {"done": side.last_run(), "sync": sync}
+    for i, (cap, keys) in enumerate(parts):
+        params.update(key_arrays(cap.table, keys, prefix=f"t{i}_"))
+    found: list[set] = [set() for _ in parts]
+    for i, *key in side.conn.execute(q, params):
+        found[i].add(tuple(key[:len(caps[i].keycols)]))
+    return found
 
 
 def changed_after(side: Side, cap: Capture, keys: dict[tuple[str, ...], str], upto: str) -> set[tuple[str, ...]]:
