@@ -409,13 +409,13 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
         batch_counts = Counts()
         with snapshot_transaction(src) as now:
             delta.start_interval(src, iv, now.fetchone()[0])
-            if truncated is None:   # the first batch: which tables were truncated, and its cut, in one look
-                truncated, upto, last = delta.first_cut(src, iv, caps, batch_size)
+            if truncated is None:   # the first batch: which tables were truncated, its cut and keys, in one look
+                truncated, upto, last, batches = delta.first_batch(src, iv, caps, batch_size)
                 by_key = [c for c in caps if c.id not in truncated]
                 if truncated:
-                    upto, last = delta.next_cut(src, iv, by_key, batch_size)
+                    upto, last, batches = delta.next_batch(src, iv, by_key, batch_size)
             else:
-                upto, last = delta.next_cut(src, iv, by_key, batch_size)
+                upto, last, batches = delta.next_batch(src, iv, by_key, batch_size)
             whole = [c for c in caps if c.id in truncated] if iv.cursor is None else []
             if upto is None and not whole:
                 last = True   # nothing (more) to apply: the interval closes, recorded or not
@@ -427,8 +427,7 @@ def push_interval(src: psycopg.Connection, tgt: psycopg.Connection, iv: Interval
                         if tcap is not None:  # the whole table changed: cascade it as a truncate
                             tgt.execute("INSERT INTO pgrepl.truncate_log (capture_id, origin) VALUES (%s, %s)",
                                         (tcap.id, origin))
-                    batches = delta.read_batches(src, iv, by_key, upto) if upto is not None else []
-                    todo = [(cap, batch) for cap, batch in zip(by_key, batches, strict=False) if batch is not None]
+                    todo = [(cap, batch) for cap, batch in zip(by_key, batches, strict=True) if batch is not None]
                     if todo:
                         batch_counts += apply_batches(
                             src, tgt, [batch for _, batch in todo], [cols[cap.id] for cap, _ in todo], origin,

@@ -296,16 +296,6 @@ def after_cursor(iv: Interval) -> sql.Composable:
     return sql.SQL("AND d.txid > %(after)s::xid8") if has_cursor(iv) else sql.SQL("")
 
 
-def next_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int) -> tuple[str | None, bool]:
-    """Where the next batch ends: the txid of the LIMIT-th delta row after the cursor across CAPS (every row of that
-    transaction goes in the batch too), or None when nothing is left. Also whether the batch is the interval's last."""
-    if not caps:
-        return None, True
-    q = sqltext.text(conn, ("cut", tuple(caps), has_cursor(iv)), lambda: _cut_query(iv, caps))
-    upto, last = conn.execute(q, interval_params(iv, limit=limit)).fetchone()
-    return upto, last
-
-
 def has_cursor(iv: Interval) -> bool:
     """IV is applied past some transaction (an empty cursor only says its first batch is done)."""
     return bool(iv.cursor and iv.cursor[0])
@@ -315,38 +305,49 @@ def _cut_query(iv: Interval, caps: list[Capture]) -> sql.Composed:
     heads = sql.SQL(" UNION ALL ").join(
         sql.SQL("(SELECT d.txid FROM {delta} d WHERE {interval} {after} ORDER BY d.txid LIMIT %(limit)s)").format(
             delta=c.delta, interval=in_interval("d"), after=after_cursor(iv)) for c in caps)
-    return sql.SQL("SELECT max(txid)::text, count(*) < %(limit)s FROM (SELECT txid FROM ({}) h ORDER BY txid "
-                   "LIMIT %(limit)s) n").format(heads)
+    return sql.SQL("SELECT max(txid)::text AS upto, count(*) < %(limit)s AS last "
+                   "FROM (SELECT txid FROM ({}) h ORDER BY txid LIMIT %(limit)s) n").format(heads)
 
 
-def first_cut(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int
-              ) -> tuple[set[int], str | None, bool]:
-    """truncated_in() and next_cut() over every table of CAPS, in one round trip: the first batch's look. When a
-    table was truncated, the cut of the others must be asked again without it (next_cut)."""
+def next_batch(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int
+               ) -> tuple[str | None, bool, list[Batch | None]]:
+    """Where the next batch ends, and its keys, in one round trip: (upto, last, batches). UPTO: the txid of the
+    LIMIT-th delta row after the cursor across CAPS (every row of that transaction goes in the batch too), None when
+    nothing is left; LAST: whether the batch is the interval's last; BATCHES: per table of CAPS, its distinct keys
+    changed in the interval after the cursor up to UPTO, with whether each row exists on the source (None: no
+    change). Run it in the REPEATABLE READ transaction that also copies the rows (apply.read_transaction: its
+    planner settings make the presence check probe the key index), so that `present` matches the copy. One
+    statement for every table: a batch of whole transactions usually touches several."""
     if not caps:
-        return set(), None, True
-    q = sqltext.text(conn, ("first_cut", tuple(caps), has_cursor(iv)), lambda: sql.SQL(
+        return None, True, []
+    q = sqltext.text(conn, ("next_batch", tuple(caps), has_cursor(iv)), lambda: _cut_and_keys(iv, caps))
+    rows = conn.execute(q, interval_params(iv, limit=limit)).fetchall()
+    return rows[0][0], rows[0][1], _batches(caps, [r[2:] for r in rows])
+
+
+def first_batch(conn: psycopg.Connection, iv: Interval, caps: list[Capture], limit: int
+                ) -> tuple[set[int], str | None, bool, list[Batch | None]]:
+    """truncated_in() and next_batch() over every table of CAPS, in one round trip: the first batch's look. When a
+    table was truncated, the batch of the others must be asked again without it (next_batch)."""
+    if not caps:
+        return set(), None, True, []
+    q = sqltext.text(conn, ("first_batch", tuple(caps), has_cursor(iv)), lambda: sql.SQL(
         "SELECT ARRAY(SELECT DISTINCT capture_id FROM pgrepl.truncate_log l WHERE capture_id = ANY(%(ids)s) "
-        "AND {}), cut.* FROM ({}) cut").format(in_interval("l"), _cut_query(iv, caps)))
-    ids, upto, last = conn.execute(q, interval_params(iv, ids=[c.id for c in caps], limit=limit)).fetchone()
-    return set(ids), upto, last
+        "AND {}), b.* FROM ({}) b").format(in_interval("l"), _cut_and_keys(iv, caps)))
+    rows = conn.execute(q, interval_params(iv, ids=[c.id for c in caps], limit=limit)).fetchall()
+    return set(rows[0][0]), rows[0][1], rows[0][2], _batches(caps, [r[3:] for r in rows])
 
 
-def read_keys(conn: psycopg.Connection, iv: Interval, cap: Capture, upto: str) -> Batch | None:
-    """The distinct keys of CAP changed in the interval after the cursor, up to transaction UPTO included, in one
-    query and one row, with whether each row exists on the source. Run it in the REPEATABLE READ transaction that
-    also copies the rows (apply.repeatable_read: its planner settings make the presence check probe the key index),
-    so that `present` matches the copy."""
-    return read_batches(conn, iv, [cap], upto)[0]
+def _cut_and_keys(iv: Interval, caps: list[Capture]) -> sql.Composed:
+    """One row per table of CAPS: the cut (upto, last: the same in every row), then _batches_query's columns up to
+    that cut."""
+    return sql.SQL("WITH cut AS MATERIALIZED ({cut}) SELECT (SELECT upto FROM cut), (SELECT last FROM cut), b.* "
+                   "FROM ({batches}) b").format(cut=_cut_query(iv, caps),
+                                                batches=_batches_query(iv, caps, sql.SQL("(SELECT upto FROM cut)")))
 
 
-def read_batches(conn: psycopg.Connection, iv: Interval, caps: list[Capture], upto: str) -> list[Batch | None]:
-    """read_keys of every table of CAPS, in one round trip (a batch of whole transactions usually touches several
-    tables: one query each cost a round trip each); None for a table without a change in the batch."""
-    if not caps:
-        return []
-    q = sqltext.text(conn, ("read_keys", tuple(caps), has_cursor(iv)), lambda: _batches_query(iv, caps))
-    rows = conn.execute(q, interval_params(iv, upto=upto)).fetchall()
+def _batches(caps: list[Capture], rows: list) -> list[Batch | None]:
+    """_batches_query's rows as a batch per table of CAPS (None: no change)."""
     batches: list[Batch | None] = [None] * len(caps)
     for i, n, existing, present, *arrays in rows:
         if n:
@@ -355,22 +356,22 @@ def read_batches(conn: psycopg.Connection, iv: Interval, caps: list[Capture], up
     return batches
 
 
-def _batches_query(iv: Interval, caps: list[Capture]) -> sql.Composed:
+def _batches_query(iv: Interval, caps: list[Capture], upto: sql.Composable) -> sql.Composed:
     """One row per table of CAPS: its index in CAPS, then _keys_query's columns, the key arrays padded with NULLs to
-    the widest key (UNION ALL wants as many columns in every branch)."""
+    the widest key (UNION ALL wants as many columns in every branch). UPTO: the batch's last transaction (text)."""
     width = max(len(cap.keycols) for cap in caps)
-    return sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(_keys_query(iv, cap, i, width))
+    return sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(_keys_query(iv, cap, i, width, upto))
                                       for i, cap in enumerate(caps))
 
 
-def _keys_query(iv: Interval, cap: Capture, index: int, width: int) -> sql.Composed:
+def _keys_query(iv: Interval, cap: Capture, index: int, width: int, upto: sql.Composable) -> sql.Composed:
     t = cap.table
     dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)
     arrays = [sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols]
     arrays += [sql.SQL("NULL::text")] * (width - len(arrays))
     return sql.SQL("""
 WITH u AS (
-    SELECT DISTINCT {dkeys} FROM {delta} d WHERE {interval} {after} AND d.txid <= %(upto)s::xid8
+    SELECT DISTINCT {dkeys} FROM {delta} d WHERE {interval} {after} AND d.txid <= {upto}::xid8
 ), k AS (
     SELECT {ukeys}, s.{first} IS NOT NULL AS present
       FROM u LEFT JOIN {src} s ON {join}
@@ -379,7 +380,7 @@ WITH u AS (
 SELECT {index}, count(*), count(*) FILTER (WHERE present), array_agg(present)::text, {arrays} FROM k""").format(
         dkeys=dkeys, delta=cap.delta, interval=in_interval("d"), after=after_cursor(iv), src=t.ident,
         ukeys=sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(c)) for c in cap.keycols),
-        first=sql.Identifier(t.pkey[0]), index=sql.Literal(index),
+        first=sql.Identifier(t.pkey[0]), index=sql.Literal(index), upto=upto,
         join=sql.SQL(" AND ").join(sql.SQL("s.{} = u.{}").format(sql.Identifier(c), sql.Identifier(d))
                                    for c, d in zip(t.pkey, cap.keycols, strict=True)),
         arrays=sql.SQL(", ").join(arrays))

@@ -211,10 +211,9 @@ class SwapRun:
                 clashes, busy = self._todo(todo)
             else:
                 with apply.read_transaction(src.conn):   # BEGIN and its settings in one round trip
-                    upto, last = delta.next_cut(src.conn, src.iv, caps, self.batch_size)
+                    upto, last, batches = delta.next_batch(src.conn, src.iv, caps, self.batch_size)
                     if upto is None:
                         return True
-                    batches = delta.read_batches(src.conn, src.iv, caps, upto)
                     with apply.replica_transaction(tgt.conn):
                         todo = [(t, batch) for t, batch in zip(tables, batches, strict=True) if batch is not None]
                         clashes, busy = self._apply_clean(src, tgt, todo, cols, upto, wait=False)
@@ -405,8 +404,7 @@ class SwapRun:
                 while not last:
                     with src.conn.transaction():
                         apply.repeatable_read(src.conn)
-                        upto, last = delta.next_cut(src.conn, iv, [src.cap(t.info)], self.batch_size)
-                        batch = delta.read_keys(src.conn, iv, src.cap(t.info), upto) if upto else None
+                        upto, last, (batch,) = delta.next_batch(src.conn, iv, [src.cap(t.info)], self.batch_size)
                     if batch is None:
                         break
                     iv.cursor = [upto]
