@@ -221,9 +221,10 @@ def snapshot_transaction(src: psycopg.Connection) -> AbstractContextManager[psyc
     return _transaction(src, f"BEGIN {_READ}; {_KEY_LOOKUPS}; SELECT pg_current_snapshot()::text")
 
 
-def key_params(batch: Batch) -> dict:
-    params = {f"k{i}": a for i, a in enumerate(batch.arrays)}
-    params["present"] = batch.present
+def key_params(batch: Batch, prefix: str = "") -> dict:
+    """The parameters of keys_relation(with_present=True) for BATCH's keys (and the placeholders' PREFIX)."""
+    params = {f"{prefix}k{i}": a for i, a in enumerate(batch.arrays)}
+    params[f"{prefix}present"] = batch.present
     return params
 
 
@@ -268,12 +269,12 @@ def apply_batches(src: psycopg.Connection, tgt: psycopg.Connection, batches: lis
         return sql.SQL("WITH {} SELECT {}").format(sql.SQL(", ").join(ctes), sql.SQL(", ").join(counts))
     params = {}
     for i, batch in enumerate(batches):
-        params.update({f"t{i}_{k}": v for k, v in key_params(batch).items()})
+        params.update(key_params(batch, prefix=f"t{i}_"))
     found = tgt.execute(sqltext.text(tgt, ("delete", tables), build), params).fetchone()
     counts = Counts()
-    for i, (batch, columns) in enumerate(zip(batches, cols, strict=True)):
+    for i, (batch, columns, target_capture) in enumerate(zip(batches, cols, target_captures or [None] * len(batches),
+                                                             strict=True)):
         copied = _copy_batch(src, tgt, batch, columns) if batch.existing else 0
-        target_capture = (target_captures or [None] * len(batches))[i]
         if target_capture is not None:
             record_keys(tgt, target_capture, batch, origin)
         updated, deleted = found[2 * i:2 * i + 2]

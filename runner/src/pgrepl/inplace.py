@@ -178,7 +178,7 @@ def _write(tgt: psycopg.Connection, items: list[tuple[Batch, list[str], sql.Iden
         return sql.SQL("WITH {} SELECT {}").format(sql.SQL(", ").join(ctes), sql.SQL(", ").join(counts))
     params = {}
     for n, (batch, _, _) in enumerate(items):
-        params.update({f"t{n}_{k}": v for k, v in apply.key_params(batch).items()})
+        params.update(apply.key_params(batch, prefix=f"t{n}_"))
     key = ("write", tuple((batch.capture.table, tuple(cols)) for batch, cols, _ in items))
     found = tgt.execute(sqltext.text(tgt, key, build), params).fetchone()
     counts = Counts()

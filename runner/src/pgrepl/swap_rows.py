@@ -58,32 +58,17 @@ def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, 
 
 
 def lock_skipping(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False
-                  ) -> tuple[dict[tuple[str, ...], str], set[tuple[str, ...]]]:
+                  ) -> tuple[dict[tuple[str, ...], str | None], set[tuple[str, ...]]]:
     """lock_rows(skip_locked=True), and the keys whose row exists but another transaction holds (skipped), in
     one round trip: (locked rows, held keys)."""
-    if not keys:
-        return {}, set()
-    def build() -> sql.Composed:
-        rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
-            keytext=key_text(table.pkey, "x"), image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL"),
-            t=table.ident, keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey))
-        return sql.SQL("WITH l AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED) "
-                       "SELECT true, * FROM l UNION ALL SELECT false, * FROM ({rows}) e").format(
-            rows=rows, order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey))
-    q = sqltext.text(conn, ("lock_skipping", table, images), build)
-    locked, existing = {}, set()
-    for r in conn.execute(q, key_arrays(table, keys)):
-        if r[0]:
-            locked[tuple(r[1:-1])] = r[-1]
-        else:
-            existing.add(tuple(r[1:-1]))
-    return locked, existing - set(locked)
+    return lock_batch(conn, [(table, keys)], images)[0]
 
 
-def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple[str, ...]]]]
-               ) -> list[tuple[dict[tuple[str, ...], None], set[tuple[str, ...]]]]:
+def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple[str, ...]]]], images: bool = False
+               ) -> list[tuple[dict[tuple[str, ...], str | None], set[tuple[str, ...]]]]:
     """lock_skipping of the keys of every table of PARTS, in one statement: each table's rows locked in key
-    order, the tables in the order given (as one statement per table did). Per table: (locked keys, held keys)."""
+    order, the tables in the order given (as one statement per table did). Per table: (locked rows, as jsonb text
+    with IMAGES, else None, by key; held keys)."""
     if not any(keys for _, keys in parts):
         return [({}, set()) for _ in parts]
     tables = tuple(t for t, _ in parts)
@@ -92,8 +77,9 @@ def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple
     def build() -> sql.Composed:
         ctes, branches = [], []
         for i, t in enumerate(tables):
-            rows = sql.SQL("SELECT {keytext} FROM {t} x JOIN {keys} ON {join}").format(
+            rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
                 keytext=_padded(_key_texts(t.pkey, "x"), width), t=t.ident,
+                image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL::text"),
                 keys=apply.keys_relation(t, False, prefix=f"t{i}_"), join=apply.key_join("x", t.pkey))
             ctes.append(sql.SQL("{l} AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED)").format(
                 l=sql.Identifier(f"l{i}"), rows=rows,
@@ -107,10 +93,10 @@ def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple
         params.update(key_arrays(t, keys, prefix=f"t{i}_"))
     locked: list[dict] = [{} for _ in parts]
     existing: list[set] = [set() for _ in parts]
-    for i, is_locked, *key in conn.execute(sqltext.text(conn, ("lock_batch", tables), build), params):
-        key = tuple(key[:len(tables[i].pkey)])
+    for i, is_locked, *row in conn.execute(sqltext.text(conn, ("lock_batch", tables, images), build), params):
+        key = tuple(row[:len(tables[i].pkey)])
         if is_locked:
-            locked[i][key] = None
+            locked[i][key] = row[-1]
         else:
             existing[i].add(key)
     return [(lk, ex - set(lk)) for lk, ex in zip(locked, existing, strict=True)]
