@@ -86,7 +86,7 @@ def main():
         wanted[name] = m.run(runner_settings.validate, name, m.run(runner_settings.as_text, name, value))
     m.connect()
     current = (m.run(catalog.all_settings, m.conn) if m.conn is not None
-               else dict((n, s.default) for n, s in runner_settings.SETTINGS.items()))
+               else runner_settings.defaults())
     before = dict((n, current[n]) for n in wanted)
     changed = [n for n in wanted if wanted[n] != before[n]]
     for name in changed:

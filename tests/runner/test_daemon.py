@@ -323,7 +323,9 @@ def keepalive_seconds(port: int, pid: int) -> float:
     for _ in range(200):
         out = subprocess.run(["ss", "-tnoHp", "state", "established", f"( sport = :{port} )"], capture_output=True,
                              text=True, check=True).stdout
-        line = next(x for x in out.splitlines() if f"pid={pid}," in x)
+        line = next((x for x in out.splitlines() if f"pid={pid}," in x), None)
+        if line is None:
+            raise AssertionError(f"no established socket of backend {pid} on port {port}: {out}")
         timer = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:([\d.]+)sec)?(?:([\d.]+)ms)?", line)
         if timer:
             return sum(float(v or 0) * k for v, k in zip(timer.groups(), (60, 1, 0.001), strict=True))

@@ -364,11 +364,15 @@ def _batches_query(iv: Interval, caps: list[Capture], upto: sql.Composable) -> s
                                       for i, cap in enumerate(caps))
 
 
+def padded(cols: list[sql.Composable], width: int) -> sql.Composed:
+    """COLS (text), then NULLs up to WIDTH columns: a branch of a UNION ALL over tables whose keys differ in width."""
+    return sql.SQL(", ").join([*cols, *[sql.SQL("NULL::text")] * (width - len(cols))])
+
+
 def _keys_query(iv: Interval, cap: Capture, index: int, width: int, upto: sql.Composable) -> sql.Composed:
     t = cap.table
     dkeys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)
-    arrays = [sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols]
-    arrays += [sql.SQL("NULL::text")] * (width - len(arrays))
+    arrays = padded([sql.SQL("array_agg(k.{})::text").format(sql.Identifier(c)) for c in cap.keycols], width)
     return sql.SQL("""
 WITH u AS (
     SELECT DISTINCT {dkeys} FROM {delta} d WHERE {interval} {after} AND d.txid <= {upto}::xid8
@@ -383,7 +387,7 @@ SELECT {index}, count(*), count(*) FILTER (WHERE present), array_agg(present)::t
         first=sql.Identifier(t.pkey[0]), index=sql.Literal(index), upto=upto,
         join=sql.SQL(" AND ").join(sql.SQL("s.{} = u.{}").format(sql.Identifier(c), sql.Identifier(d))
                                    for c, d in zip(t.pkey, cap.keycols, strict=True)),
-        arrays=sql.SQL(", ").join(arrays))
+        arrays=arrays)
 
 
 # --- swap: conflict keys resolved in a run (pgrepl.resolved), on each side in the transaction that wrote them ----

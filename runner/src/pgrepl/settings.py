@@ -111,6 +111,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
 ]}
 
 
+def defaults() -> dict[str, str]:
+    """Every setting's default value, by name: what a control database without any setting set holds."""
+    return {name: s.default for name, s in SETTINGS.items()}
+
+
 def as_text(name: str, value: object) -> str:
     """VALUE as the setting's text. For YAML and JSON callers (the Ansible module): YAML reads an unquoted on, off,
     yes or no as a boolean, made back into the word this setting takes (on/off or yes/no); an empty value (None) as

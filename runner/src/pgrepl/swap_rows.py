@@ -32,9 +32,12 @@ def key_arrays(table: TableInfo, keys: list[tuple[str, ...]], prefix: str = "") 
     return {f"{prefix}k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
 
 
-def _padded(cols: list[sql.Composable], width: int) -> sql.Composed:
-    """COLS, then NULLs up to WIDTH columns: a branch of a UNION ALL over tables whose keys differ in width."""
-    return sql.SQL(", ").join([*cols, *[sql.SQL("NULL::text")] * (width - len(cols))])
+def batch_key_arrays(parts: list[tuple[TableInfo, list[tuple[str, ...]]]]) -> dict:
+    """key_arrays of every table of PARTS, the i-th prefixed `t{i}_`: one statement over several tables' keys."""
+    params = {}
+    for i, (t, keys) in enumerate(parts):   # a table without keys joins an empty array: no row
+        params.update(key_arrays(t, keys, prefix=f"t{i}_"))
+    return params
 
 
 def _key_texts(cols: tuple[str, ...], alias: str) -> list[sql.Composed]:
@@ -78,7 +81,7 @@ def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple
         ctes, branches = [], []
         for i, t in enumerate(tables):
             rows = sql.SQL("SELECT {keytext}, {image} FROM {t} x JOIN {keys} ON {join}").format(
-                keytext=_padded(_key_texts(t.pkey, "x"), width), t=t.ident,
+                keytext=delta.padded(_key_texts(t.pkey, "x"), width), t=t.ident,
                 image=sql.SQL("to_jsonb(x.*)::text" if images else "NULL::text"),
                 keys=apply.keys_relation(t, False, prefix=f"t{i}_"), join=apply.key_join("x", t.pkey))
             ctes.append(sql.SQL("{l} AS MATERIALIZED ({rows} ORDER BY {order} FOR UPDATE OF x SKIP LOCKED)").format(
@@ -88,9 +91,7 @@ def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple
                          sql.SQL("SELECT {i}, false, * FROM ({rows}) e").format(i=sql.Literal(i), rows=rows)]
         return sql.SQL("WITH {ctes} {branches}").format(ctes=sql.SQL(", ").join(ctes),
                                                         branches=sql.SQL(" UNION ALL ").join(branches))
-    params = {}
-    for i, (t, keys) in enumerate(parts):   # a table without keys joins an empty array: no row
-        params.update(key_arrays(t, keys, prefix=f"t{i}_"))
+    params = batch_key_arrays(parts)
     locked: list[dict] = [{} for _ in parts]
     existing: list[set] = [set() for _ in parts]
     for i, is_locked, *row in conn.execute(sqltext.text(conn, ("lock_batch", tables, images), build), params):
@@ -123,12 +124,11 @@ def changed_since_batch(side: Side, sync: str, parts: list[tuple[Capture, list[t
     width = max(len(cap.keycols) for cap in caps)
     q = sqltext.text(side.conn, ("changed_since", caps), lambda: sql.SQL(" UNION ALL ").join(
         sql.SQL("(SELECT DISTINCT {i}, {keytext} FROM {delta} d JOIN {keys} ON {join} WHERE {since})").format(
-            i=sql.Literal(i), keytext=_padded(_key_texts(cap.keycols, "d"), width), delta=cap.delta,
+            i=sql.Literal(i), keytext=delta.padded(_key_texts(cap.keycols, "d"), width), delta=cap.delta,
             keys=apply.keys_relation(cap.table, False, prefix=f"t{i}_"), join=apply.key_join("d", cap.keycols),
             since=_since_done("d")) for i, cap in enumerate(caps)))
-    params = {"done": side.last_run(), "sync": sync}
-    for i, (cap, keys) in enumerate(parts):
-        params.update(key_arrays(cap.table, keys, prefix=f"t{i}_"))
+    params = {"done": side.last_run(), "sync": sync,
+              **batch_key_arrays([(cap.table, keys) for cap, keys in parts])}
     found: list[set] = [set() for _ in parts]
     for i, *key in side.conn.execute(q, params):
         found[i].add(tuple(key[:len(caps[i].keycols)]))

@@ -6,11 +6,11 @@ import psycopg
 
 from .. import capture
 from ..db import connect, member_conninfo
-from ..settings import SETTINGS, validate
+from ..settings import defaults, validate
 
 
 def all_settings(conn: psycopg.Connection) -> dict[str, str]:
-    values = {name: s.default for name, s in SETTINGS.items()}
+    values = defaults()
     values.update(dict(conn.execute("SELECT name, value FROM pgrepl.setting").fetchall()))
     return values
 
