@@ -5,7 +5,9 @@
 #   failover-of-a-target  side_effect (slave down during load), verify, destroy: it goes on from default's cluster
 #                         (same hosts, inventory and site.yml), sparing a second create, converge and idempotence;
 #                         run alone (lab/molecule.sh failover-of-a-target) it is its own whole test sequence
-#   topology              two hosts -> the founding document's three -> a sync pruned (then idempotence); destroy
+#   topology              two hosts -> the founding document's three -> a sync pruned (then idempotence); destroy.
+#                         Stage three is first run in check mode (a new host, the runner's user changing), which
+#                         must end well and change nothing: stage two's tests run again after it
 #   upgrade               master and master3 only: create, converge, side_effect (upgrade.yml under pgbench,
 #                         pgbench on master3, rollback.yml), verify, destroy
 # Their shared settings: extensions/molecule/config.yml.
@@ -35,6 +37,10 @@ topology() {
   local stage
   for stage in two three prune; do
     step "topology, stage $stage"
+    if [[ $stage == three ]]; then
+      TOPOLOGY_STAGE=$stage molecule converge -s topology -- --check --diff
+      TOPOLOGY_STAGE=two molecule verify -s topology
+    fi
     TOPOLOGY_STAGE=$stage molecule converge -s topology
     # One idempotence run, on the last stage: a prune run again changes nothing (the stages' own are alike).
     if [[ $stage == prune ]]; then TOPOLOGY_STAGE=$stage molecule idempotence -s topology; fi

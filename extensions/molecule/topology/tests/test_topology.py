@@ -33,9 +33,13 @@ def pushdelta_works() -> None:
 
 @only["two"]
 def test_two_hosts_pushdelta_and_master2_untouched():
+    # also after stage three's run in check mode (lab/molecule.sh): it changed nothing
     pushdelta_works()
     assert not host("master2").package("postgresql-15").is_installed
+    assert not host("master2").user("pgrepl_runner").exists
     assert "benchdeltaalpha" in pgrepl("master", "list", "syncs")
+    assert runner_user("master") == "pgrepl_before"
+    assert not host("master").user("pgrepl_runner").exists
 
 
 @only["three"]
