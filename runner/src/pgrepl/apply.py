@@ -228,6 +228,27 @@ def key_params(batch: Batch, prefix: str = "") -> dict:
     return params
 
 
+def batches_params(batches: list[Batch]) -> dict:
+    """key_params of every batch of BATCHES, the i-th prefixed `t{i}_`: one statement over several tables' keys."""
+    params = {}
+    for i, batch in enumerate(batches):
+        params.update(key_params(batch, prefix=f"t{i}_"))
+    return params
+
+
+def key_arrays(table: TableInfo, keys: list[tuple[str, ...]], prefix: str = "") -> dict:
+    """The parameters of keys_relation(with_present=False) for KEYS, tuples of their columns' text (and PREFIX)."""
+    return {f"{prefix}k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
+
+
+def batch_key_arrays(parts: list[tuple[TableInfo, list[tuple[str, ...]]]]) -> dict:
+    """key_arrays of every table of PARTS, the i-th prefixed `t{i}_` (a table without keys joins an empty array)."""
+    params = {}
+    for i, (t, keys) in enumerate(parts):
+        params.update(key_arrays(t, keys, prefix=f"t{i}_"))
+    return params
+
+
 def keys_relation(table: TableInfo, with_present: bool, seen: bool = False, prefix: str = "") -> sql.Composed:
     """`(SELECT * FROM unnest(%(k0)s::type0[], ...) AS u(k0, ...)) AS k`: the batch's keys, from one array literal
     per key column (and the `present` flags, or a snapshot per key: `seen`). Its columns are named k0, k1... (and
@@ -267,10 +288,7 @@ def apply_batches(src: psycopg.Connection, tgt: psycopg.Connection, batches: lis
                           "(SELECT count(*) FILTER (WHERE NOT present) FROM {d})").format(d=sql.Identifier(f"d{i}"))
                   for i in range(len(tables))]
         return sql.SQL("WITH {} SELECT {}").format(sql.SQL(", ").join(ctes), sql.SQL(", ").join(counts))
-    params = {}
-    for i, batch in enumerate(batches):
-        params.update(key_params(batch, prefix=f"t{i}_"))
-    found = tgt.execute(sqltext.text(tgt, ("delete", tables), build), params).fetchone()
+    found = tgt.execute(sqltext.text(tgt, ("delete", tables), build), batches_params(batches)).fetchone()
     counts = Counts()
     for i, (batch, columns, target_capture) in enumerate(zip(batches, cols, target_captures or [None] * len(batches),
                                                              strict=True)):

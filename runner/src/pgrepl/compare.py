@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from . import capture
-from .apply import columns, key_join, keys_relation
+from .apply import columns, key_arrays, key_join, keys_relation
 from .capture import TableInfo
 from .delta import array_literal
 
@@ -241,11 +241,7 @@ def key_rows(conn: psycopg.Connection, t: TableInfo, cols: RowHash, keys: list[K
         return {}
     q = sql.SQL("SELECT ARRAY[{k}], {h} FROM {keys} JOIN {tbl} t ON {join}").format(
         k=_key_text(t), h=cols.expr(), keys=keys_relation(t, False), tbl=t.ident, join=key_join("t", t.pkey))
-    return {tuple(k): h for k, h in conn.execute(q, key_params(t, keys))}
-
-
-def key_params(t: TableInfo, keys: list[Key]) -> dict:
-    return {f"k{i}": array_literal(k[i] for k in keys) for i in range(len(t.pkey))}
+    return {tuple(k): h for k, h in conn.execute(q, key_arrays(t, keys))}
 
 
 def diff_rows(src: dict[Key, int], tgt: dict[Key, int]) -> tuple[list[Key], list[Key], list[Key]]:
@@ -350,7 +346,7 @@ def in_flight(pos: Position, t: TableInfo, keys: list[Key]) -> set[Key] | None:
         k=sql.SQL(", ").join(sql.SQL("d.{}::text").format(sql.Identifier(c)) for c in cap.keycols),
         delta=cap.delta, keys=keys_relation(t, False), join=key_join("d", cap.keycols),
         unapplied=_UNAPPLIED.format(a=sql.Identifier("d")))
-    return {tuple(r) for r in pos.conn.execute(q, {**params, **key_params(t, keys)})}
+    return {tuple(r) for r in pos.conn.execute(q, {**params, **key_arrays(t, keys)})}
 
 
 def applied_past(pos: Position, t: TableInfo, snapshot: str) -> bool:

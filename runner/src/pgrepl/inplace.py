@@ -176,9 +176,7 @@ def _write(tgt: psycopg.Connection, items: list[tuple[Batch, list[str], sql.Iden
                      sql.SQL("{} AS ({} RETURNING 1)").format(i, _insert_missing_sql(t, cols, stage))]
             counts += [sql.SQL("(SELECT count(*) FROM {})").format(x) for x in (d, u, i)]
         return sql.SQL("WITH {} SELECT {}").format(sql.SQL(", ").join(ctes), sql.SQL(", ").join(counts))
-    params = {}
-    for n, (batch, _, _) in enumerate(items):
-        params.update(apply.key_params(batch, prefix=f"t{n}_"))
+    params = apply.batches_params([batch for batch, _, _ in items])
     key = ("write", tuple((batch.capture.table, tuple(cols)) for batch, cols, _ in items))
     found = tgt.execute(sqltext.text(tgt, key, build), params).fetchone()
     counts = Counts()

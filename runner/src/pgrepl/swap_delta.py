@@ -27,7 +27,7 @@ from psycopg import sql
 from . import apply, delta, inplace
 from .capture import Capture
 from .delta import Batch
-from .swap_rows import key_arrays, key_text
+from .swap_rows import key_text
 
 
 @dataclass
@@ -80,7 +80,7 @@ def nets(conn: psycopg.Connection, cap: Capture, keys: list[tuple[str, ...]], iv
         sums=sql.SQL("").join(sql.SQL(", {}").format(s) for s in sums), delta=cap.delta,
         keys=apply.keys_relation(cap.table, False), join=apply.key_join("d", cap.keycols),
         group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols))
-    params = {**key_arrays(cap.table, keys), **delta.interval_params(iv, upto=upto)}
+    params = {**apply.key_arrays(cap.table, keys), **delta.interval_params(iv, upto=upto)}
     n = len(cap.keycols)
     out = {}
     for r in conn.execute(q, params):
@@ -104,7 +104,7 @@ def update_rows(conn: psycopg.Connection, cap: Capture, entries: list, shape: in
     names = [f"k{i}" for i in range(nk)] + [f"n{i}" for i in range(nd)]
     arrays = [sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(t)) for i, t in enumerate(table.pktype)]
     arrays += [sql.SQL("{}::text[]").format(sql.Placeholder(n)) for n in names[nk:]]
-    params = key_arrays(table, [e[0] for e in entries])
+    params = apply.key_arrays(table, [e[0] for e in entries])
     for i in range(nd):
         params[f"n{i}"] = _text_array(e[2][i] for e in entries)
     params["rows"] = "[" + ",".join(e[1] for e in entries) + "]"

@@ -27,19 +27,6 @@ def key_text(cols: tuple[str, ...], alias: str) -> sql.Composed:
     return sql.SQL(", ").join(_key_texts(cols, alias))
 
 
-def key_arrays(table: TableInfo, keys: list[tuple[str, ...]], prefix: str = "") -> dict:
-    """KEYS as one array literal per key column, the parameters of apply.keys_relation (and its PREFIX)."""
-    return {f"{prefix}k{i}": delta.array_literal(k[i] for k in keys) for i in range(len(table.pkey))}
-
-
-def batch_key_arrays(parts: list[tuple[TableInfo, list[tuple[str, ...]]]]) -> dict:
-    """key_arrays of every table of PARTS, the i-th prefixed `t{i}_`: one statement over several tables' keys."""
-    params = {}
-    for i, (t, keys) in enumerate(parts):   # a table without keys joins an empty array: no row
-        params.update(key_arrays(t, keys, prefix=f"t{i}_"))
-    return params
-
-
 def _key_texts(cols: tuple[str, ...], alias: str) -> list[sql.Composed]:
     return [sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(k)) for k in cols]
 
@@ -57,7 +44,7 @@ def lock_rows(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, 
         keys=apply.keys_relation(table, False), join=apply.key_join("x", table.pkey),
         order=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(k)) for k in table.pkey),
         lock=sql.SQL(("FOR UPDATE OF x SKIP LOCKED" if skip_locked else "FOR UPDATE OF x") if lock else "")))
-    return {tuple(r[:-1]): r[-1] for r in conn.execute(q, key_arrays(table, keys))}
+    return {tuple(r[:-1]): r[-1] for r in conn.execute(q, apply.key_arrays(table, keys))}
 
 
 def lock_skipping(conn: psycopg.Connection, table: TableInfo, keys: list[tuple[str, ...]], images: bool = False
@@ -91,7 +78,7 @@ def lock_batch(conn: psycopg.Connection, parts: list[tuple[TableInfo, list[tuple
                          sql.SQL("SELECT {i}, false, * FROM ({rows}) e").format(i=sql.Literal(i), rows=rows)]
         return sql.SQL("WITH {ctes} {branches}").format(ctes=sql.SQL(", ").join(ctes),
                                                         branches=sql.SQL(" UNION ALL ").join(branches))
-    params = batch_key_arrays(parts)
+    params = apply.batch_key_arrays(parts)
     locked: list[dict] = [{} for _ in parts]
     existing: list[set] = [set() for _ in parts]
     for i, is_locked, *row in conn.execute(sqltext.text(conn, ("lock_batch", tables, images), build), params):
@@ -128,7 +115,7 @@ def changed_since_batch(side: Side, sync: str, parts: list[tuple[Capture, list[t
             keys=apply.keys_relation(cap.table, False, prefix=f"t{i}_"), join=apply.key_join("d", cap.keycols),
             since=_since_done("d")) for i, cap in enumerate(caps)))
     params = {"done": side.last_run(), "sync": sync,
-              **batch_key_arrays([(cap.table, keys) for cap, keys in parts])}
+              **apply.batch_key_arrays([(cap.table, keys) for cap, keys in parts])}
     found: list[set] = [set() for _ in parts]
     for i, *key in side.conn.execute(q, params):
         found[i].add(tuple(key[:len(caps[i].keycols)]))
@@ -146,7 +133,7 @@ def changed_after(side: Side, cap: Capture, keys: dict[tuple[str, ...], str], up
         "AND d.txid <= %(upto)s::xid8 AND NOT pg_visible_in_snapshot(d.txid, k.seen)").format(
         keytext=key_text(cap.keycols, "d"), delta=cap.delta, keys=apply.keys_relation(t, False, seen=True),
         join=apply.key_join("d", cap.keycols), interval=delta.in_interval("d"), after=delta.after_cursor(iv)))
-    params = {**key_arrays(t, list(keys)), "seen": delta.array_literal(keys.values()),
+    params = {**apply.key_arrays(t, list(keys)), "seen": delta.array_literal(keys.values()),
               **delta.interval_params(iv, upto=upto)}
     return {tuple(r) for r in side.conn.execute(q, params)}
 
@@ -168,7 +155,7 @@ def last_change(side: Side, cap: Capture, sync: str, keys: list[tuple[str, ...]]
         keytext=key_text(cap.keycols, "d"), when=_commit_time(side, "d"), delta=cap.delta,
         keys=apply.keys_relation(t, False), join=apply.key_join("d", cap.keycols), since=_since_done("d"),
         group=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in cap.keycols)))
-    params = {**key_arrays(t, keys), "done": side.last_run(), "sync": sync}
+    params = {**apply.key_arrays(t, keys), "done": side.last_run(), "sync": sync}
     return {tuple(r[:-1]): r[-1] for r in side.conn.execute(q, params)}
 
 
