@@ -17,18 +17,15 @@ snapshot, streamed (never held in memory), then ANALYZE.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
-import select
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
-from . import capture, delta, sqltext
+from . import capture, delta, relay, sqltext
 from .capture import Capture, TableInfo
 from .delta import Batch, Interval
 
@@ -76,95 +73,6 @@ def columns_of(conn: psycopg.Connection, tables: list[TableInfo]) -> dict[str, l
         if not found.get(name):
             raise psycopg.errors.UndefinedTable(f"table {t.qualname} does not exist")
     return {t.qualname: found[name] for t, name in zip(tables, names, strict=True)}
-
-
-COPY_CHUNK = 128 * 1024   # bytes per write to the target: psycopg's largest single write
-
-
-@functools.cache
-def _ctypes_libpq() -> ctypes.CDLL | None:
-    """The libpq that psycopg's pure-Python implementation loaded, with function objects of our own (without
-    argtypes: cheaper calls); None with psycopg's C implementation, whose calls are cheap already."""
-    if pq.__impl__ != "python":
-        return None
-    from psycopg.pq import _pq_ctypes
-    libname = getattr(_pq_ctypes, "libname", None)
-    return ctypes.CDLL(libname) if libname else None
-
-
-def _copy_reader(pgconn: pq.abc.PGconn) -> Callable[[], tuple[int, bytes]]:
-    """PQgetCopyData(async) for one connection, returning (length or -1/-2, row). libpq hands out one row per
-    call, and psycopg's pure-Python libpq wrapper (Debian 12's python3-psycopg) costs more per call than the row
-    itself: call libpq directly through ctypes then, on the very library psycopg loaded."""
-    libpq = _ctypes_libpq()
-    if libpq is None:
-        return functools.partial(pgconn.get_copy_data, 1)
-    get, free, string_at = libpq.PQgetCopyData, libpq.PQfreemem, ctypes.string_at
-    conn_ptr, row = ctypes.c_void_p(pgconn.pgconn_ptr), ctypes.c_void_p()
-    row_ref = ctypes.byref(row)
-
-    def read() -> tuple[int, bytes]:
-        n = get(conn_ptr, row_ref, 1)
-        if n > 0:
-            data = string_at(row, n)
-            free(row)
-            return n, data
-        return n, b""
-    return read
-
-
-def _wait_readable(pgconn: pq.abc.PGconn) -> None:
-    poll = select.poll()
-    poll.register(pgconn.socket, select.POLLIN)
-    poll.poll()
-    pgconn.consume_input()
-
-
-def _end_copy_out(conn: psycopg.Connection) -> None:
-    """Collects the final results of a COPY TO read to its end; raises the error the server sent, if any."""
-    pgconn, error = conn.pgconn, None
-    while True:
-        while pgconn.is_busy():
-            _wait_readable(pgconn)
-        res = pgconn.get_result()
-        if res is None:
-            break
-        if res.status != pq.ExecStatus.COMMAND_OK and error is None:
-            error = res
-    if error is not None:
-        raise psycopg.errors.error_from_result(error, encoding=conn.info.encoding)
-
-
-def stream_copy(src: psycopg.Connection, tgt: psycopg.Connection, copy_out: sql.Composable | str,
-                copy_in: sql.Composable | str, params=None, on_rows: Callable[[int], None] | None = None) -> int:
-    """COPY ... TO STDOUT on the source piped into COPY ... FROM STDIN on the target. The rows are read straight
-    from libpq and written in chunks of COPY_CHUNK bytes: psycopg's copy iterator and writer cost several
-    microseconds per row, which made a copy three times slower than psql's. on_rows(n) hears of each chunk's rows
-    (text COPY ends every row with a newline, and escapes those inside values)."""
-    with src.cursor() as scur, tgt.cursor() as tcur:
-        with scur.copy(copy_out, params), tcur.copy(copy_in) as into:
-            read, chunk = _copy_reader(src.pgconn), bytearray()
-            while True:
-                n, row = read()
-                if n > 0:
-                    chunk += row
-                    if len(chunk) >= COPY_CHUNK:
-                        into.write(bytes(chunk))
-                        if on_rows is not None:
-                            on_rows(chunk.count(b"\n"))
-                        chunk.clear()
-                elif n == 0:
-                    _wait_readable(src.pgconn)
-                elif n == -1:
-                    break
-                else:
-                    raise psycopg.OperationalError(f"COPY from the source failed: {src.pgconn.error_message.decode()}")
-            if chunk:
-                into.write(bytes(chunk))
-                if on_rows is not None:
-                    on_rows(chunk.count(b"\n"))
-            _end_copy_out(src)
-        return tcur.rowcount
 
 
 # Planner settings of the batch transactions. Batches look a few thousand keys up in tables that always have a
@@ -306,7 +214,7 @@ def _copy_batch(src: psycopg.Connection, tgt: psycopg.Connection, batch: Batch, 
     copy_out = sqltext.text(src, ("copy_out", *shape), lambda: copy_out_batch(batch, cols))
     copy_in = sqltext.text(tgt, ("copy_in", *shape), lambda: sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
         t=t.ident, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols)))
-    return stream_copy(src, tgt, copy_out, copy_in, key_params(batch))
+    return relay.stream_copy(src, tgt, copy_out, copy_in, key_params(batch))
 
 
 def copy_out_batch(batch: Batch, cols: list[str]) -> sql.Composed:
@@ -339,13 +247,15 @@ def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInf
     else:
         deleted = tgt.execute(sql.SQL("DELETE FROM {}").format(table.ident)).rowcount
     collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-    copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(table.ident, collist)
+    form = relay.copy_format(src, tgt, table, cols)
+    rows = sql.SQL("{} ({})").format(table.ident, collist)
     if src.execute("SELECT EXISTS (SELECT FROM pg_class WHERE oid = to_regclass(%s) AND relkind = 'p')",
                    (sql.SQL("{}").format(table.ident).as_string(src),)).fetchone()[0]:
         # PostgreSQL refuses `COPY parent TO`: the rows of a partitioned table are read through a query
-        copy_out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(collist, table.ident)
-    copied = stream_copy(src, tgt, copy_out, sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, collist),
-                         on_rows=on_rows)
+        rows = sql.SQL("(SELECT {} FROM {})").format(collist, table.ident)
+    copied = relay.stream_copy(src, tgt, sql.SQL("COPY {} TO STDOUT (FORMAT {})").format(rows, sql.SQL(form)),
+                               sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table.ident, collist, sql.SQL(form)),
+                               on_rows=on_rows, binary=form == "binary")
     return Counts(inserts=copied, deletes=deleted)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from . import apply, sqltext
+from . import apply, relay, sqltext
 from .apply import Counts
 from .capture import TableInfo
 from .delta import Batch
@@ -227,7 +227,7 @@ def apply_batches(src: psycopg.Connection, tgt: psycopg.Connection, items: list[
             copy_out = sqltext.text(src, ("copy_out", *key), lambda: apply.copy_out_batch(batch, cols))
             copy_in = sqltext.text(tgt, ("stage_copy_in", *key),
                                    lambda: sql.SQL("COPY {} FROM STDIN").format(sql.SQL(into)))
-            apply.stream_copy(src, tgt, copy_out, copy_in, apply.key_params(batch))
+            relay.stream_copy(src, tgt, copy_out, copy_in, apply.key_params(batch))
         return fill
     counts = apply_all(tgt, [(batch, cols, shape) for batch, cols, shape, _ in items],
                        [filler(batch, cols) for batch, cols, _, _ in items])
