@@ -20,8 +20,8 @@ COPY_CHUNK = 128 * 1024   # bytes per write to the target: psycopg's largest sin
 def _ctypes_libpq() -> ctypes.CDLL | None:
     """The libpq that psycopg's pure-Python implementation loaded, with function objects of our own (without
     argtypes: cheaper calls); None with psycopg's C implementation, whose calls are cheap already. Its calls keep
-    the GIL (PyDLL): the ones we make never block, and letting it go twice a row let psycopg's COPY writer thread
-    in each time."""
+    the GIL (PyDLL): the ones we make never block, and releasing and taking it back twice a row cost the read
+    loop 15 % of its CPU (docs/benchmarks.md, session 14)."""
     if pq.__impl__ != "python":
         return None
     from psycopg.pq import _pq_ctypes
