@@ -1,5 +1,6 @@
 """The COPY relay (relay.py): a full copy moves every value exactly, in binary form where both sides have the same
-built-in types, in text form otherwise (user types, differing column types)."""
+built-in types, in text form otherwise (user types, differing column types); and between databases of different
+encodings, every character (db.CLIENT_ENCODING)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import psycopg
 import pytest
 from pgrepl import relay
 from pgrepl.capture import TableInfo
+
+ITEMS = "CREATE TABLE items (id int PRIMARY KEY, val text)"
 
 # Built-in types, their edge values among them. 5,000 rows make some forty COPY chunks.
 KINDS = """CREATE TABLE kinds (
@@ -110,3 +113,68 @@ def test_the_relay_moves_and_counts_every_row_either_way(env, monkeypatch, reade
     assert (counts.inserts, sum(heard), heard[-1]) == (5000, 5000, 0)
     assert len(heard) > 10   # chunk by chunk, then 0 at the end of the table
     assert rows(env, "slave", "kinds") == rows(env, "master", "kinds")
+
+
+def test_a_target_database_in_another_encoding_gets_the_same_characters(env):
+    """The relay moves COPY bytes as they are: a source in UTF8 and a target database in LATIN1 must speak one
+    client encoding, or the target stores each accented letter as two wrong ones (silently: every byte is a
+    LATIN1 character). Both the applied batches (pushdelta) and a full copy."""
+    words = ["café", "Größe", "naïve", "plain"]
+    latin1 = env.c["slave"].conninfo
+    with psycopg.connect(latin1, autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS test1_latin1 WITH (FORCE)")
+        c.execute("CREATE DATABASE test1_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    env.x("master", ITEMS)
+    env.c["slave"].execute("test1_latin1", ITEMS)
+    env.c["slave"].execute("test1_latin1", "CREATE TABLE copied (id int PRIMARY KEY, val text)")
+    env.x("master", "CREATE TABLE copied (id int PRIMARY KEY, val text)")
+    env.x("master", "INSERT INTO copied SELECT i, w FROM unnest(%s::text[]) WITH ORDINALITY AS u(w, i)", (words,))
+    env.add_databases("master")
+    env.cli("add", "database", "test1_latin1", "name=latin1", "host=127.0.0.1", f"port={env.c['slave'].port}",
+            "user=postgres")
+    env.cli("add", "table", "items", "db=test1_master", "herd=delta")
+    env.cli("add", "table", "copied", "db=test1_master", "herd=whole")
+    env.cli("add", "sync", "deltasync", "source=delta", "targetdb=latin1", "type=pushdelta")
+    env.cli("add", "sync", "copysync", "source=whole", "targetdb=latin1", "type=fullcopy")
+    env.start()
+    env.x("master", "INSERT INTO items SELECT i, w FROM unnest(%s::text[]) WITH ORDINALITY AS u(w, i)", (words,))
+    env.cli("kick", "copysync", "--wait", "60")
+    env.wait_for(lambda: len(env.c["slave"].query("test1_latin1", "SELECT 1 FROM items")) == len(words),
+                 what="the items on the LATIN1 target")
+    for table in ("items", "copied"):
+        got = [r[0] for r in env.c["slave"].query("test1_latin1", f"SELECT val FROM {table} ORDER BY id")]
+        assert got == words, table
+    # and compare, which hashes the rows on each side, sees them equal
+    for sync in ("deltasync", "copysync"):
+        code, text = env.cli("compare", sync, expect=None)
+        assert code == 0, text
+    # and still sees a letter that differs
+    env.stop()
+    env.c["slave"].execute("test1_latin1", "UPDATE items SET val = 'cafe' WHERE id = 1")
+    code, text = env.cli("compare", "deltasync", expect=None)
+    assert code == 5 and "1 difference" in text, text
+
+
+def test_sql_ascii_databases_replicate_utf8_and_refuse_other_bytes(env):
+    """SQL_ASCII databases declare no encoding: their text goes out as the bytes it is, and comes in only if it is
+    UTF8 (the runner's sessions' encoding). A LATIN1 "é" (0xe9) fails the run, naming the bytes, and nothing
+    wrong is stored."""
+    for host in ("master", "slave"):
+        with psycopg.connect(env.c[host].conninfo, autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS test1_ascii WITH (FORCE)")
+            c.execute("CREATE DATABASE test1_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+                      "TEMPLATE template0")
+        env.c[host].execute("test1_ascii", ITEMS)
+    for host, name in (("master", "ascii_master"), ("slave", "ascii_slave")):
+        env.cli("add", "database", "test1_ascii", f"name={name}", "host=127.0.0.1", f"port={env.c[host].port}",
+                "user=postgres")
+    env.cli("add", "table", "items", "db=ascii_master", "herd=delta")
+    env.cli("add", "sync", "deltasync", "source=delta", "targetdb=ascii_slave", "type=pushdelta")
+    env.start()
+    utf8_e = r"E'caf\xc3\xa9'"
+    env.c["master"].execute("test1_ascii", f"INSERT INTO items VALUES (1, {utf8_e})")
+    env.wait_for(lambda: env.c["slave"].query("test1_ascii", f"SELECT count(*) FROM items WHERE val = {utf8_e}")
+                 == [(1,)], what="the UTF8 bytes, as they are, on the target")
+    env.c["master"].execute("test1_ascii", r"INSERT INTO items VALUES (2, E'caf\xe9')")
+    env.wait_for(lambda: "invalid byte sequence" in env.cli("status", "deltasync")[1], what="the run failing")
+    assert env.c["slave"].query("test1_ascii", "SELECT id FROM items") == [(1,)]

@@ -111,12 +111,16 @@ def _key_value(t: TableInfo, prefix: str) -> sql.Composable:
 class RowHash:
     """How rows are hashed: `hash_record_extended`, each column by its type's own hash function (values equal for
     their type hash alike: numeric 1.0 and 1.00 do), or, when a column's type has none (json, point...), the
-    row's text. Both sides of a compare use the same."""
+    row's text. Both sides of a compare use the same. Both hash a text's bytes in its database's encoding: where
+    the two databases' encodings differ, the row's text converted to UTF8 is hashed instead (utf8)."""
     cols: tuple[str, ...]
     typed: bool = True
+    utf8: bool = False
 
     def expr(self, alias: str = "t") -> sql.Composed:
         row = sql.SQL("ROW({})").format(_cols(self.cols, alias))
+        if self.utf8:
+            return sql.SQL("('x' || left(md5(convert_to({}::text, 'UTF8')), 16))::bit(64)::bigint").format(row)
         return sql.SQL("hash_record_extended({}, 0)" if self.typed else "hashtextextended({}::text, 0)").format(row)
 
 
@@ -124,6 +128,8 @@ def row_hash(src: psycopg.Connection, tgt: psycopg.Connection, t: TableInfo) -> 
     """The RowHash both sides can compute for T (tried on one row of each, in a savepoint of the caller's
     transaction)."""
     typed = RowHash(tuple(columns(src, t)))
+    if src.info.parameter_status("server_encoding") != tgt.info.parameter_status("server_encoding"):
+        return RowHash(typed.cols, typed=False, utf8=True)
     for conn in (src, tgt):
         try:
             with conn.transaction():

@@ -74,12 +74,21 @@ def session_options(lock_timeout: str, statement_timeout: str) -> str:
     return " ".join(f"-c {name}={value}" for name, value in {**ms, **SERVER_TCP_SETTINGS}.items())
 
 
+# Every session speaks UTF8, whatever its database's encoding. The relay moves COPY data as bytes from one session
+# to another: with each session in its database's own encoding, a UTF8 source's "é" reached a LATIN1 target as
+# "Ã©", without an error (every byte is a LATIN1 character). In one client encoding each server converts, and a
+# character the target's encoding lacks is an error, not a wrong letter. A SQL_ASCII database's bytes go out as
+# they are and must be UTF8 to come in (in SQL_ASCII sessions psycopg returns names as bytes: nothing worked).
+CLIENT_ENCODING = "UTF8"
+
+
 def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = True, **kw) -> psycopg.Connection:
     try:
         given = psycopg.conninfo.conninfo_to_dict(conninfo)
-        tcp = {k: v for k, v in TCP_SETTINGS.items() if k not in given and k not in kw}
+        defaults = {**TCP_SETTINGS, "client_encoding": CLIENT_ENCODING}
+        defaults = {k: v for k, v in defaults.items() if k not in given and k not in kw}
         return psycopg.connect(conninfo, autocommit=autocommit, application_name=application_name,
-                               connect_timeout=kw.pop("connect_timeout", 10), **tcp, **kw)
+                               connect_timeout=kw.pop("connect_timeout", 10), **defaults, **kw)
     except psycopg.OperationalError as e:
         raise PgreplError(f"cannot connect to {_redacted(conninfo)}: {str(e).strip()}") from e
 
