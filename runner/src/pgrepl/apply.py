@@ -55,7 +55,7 @@ def columns(conn: psycopg.Connection, table: TableInfo) -> list[str]:
     """Columns COPY can write (generated columns excluded), in table order."""
     rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
                         "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-                        (sql.SQL("{}").format(table.ident).as_string(conn),)).fetchall()
+                        (table.regclass(conn),)).fetchall()
     if not rows:
         raise psycopg.errors.UndefinedTable(f"table {table.qualname} does not exist")
     return [r[0] for r in rows]
@@ -63,7 +63,7 @@ def columns(conn: psycopg.Connection, table: TableInfo) -> list[str]:
 
 def columns_of(conn: psycopg.Connection, tables: list[TableInfo]) -> dict[str, list[str]]:
     """columns() of several tables in one round trip, by qualified name."""
-    names = [sql.SQL("{}").format(t.ident).as_string(conn) for t in tables]
+    names = [t.regclass(conn) for t in tables]
     rows = conn.execute("SELECT n.name, array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attname IS NOT NULL) "
                         "FROM unnest(%s::text[]) AS n(name) LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(n.name) "
                         "AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' GROUP BY n.name",
@@ -250,7 +250,7 @@ def copy_table(src: psycopg.Connection, tgt: psycopg.Connection, table: TableInf
     form = relay.copy_format(src, tgt, table, cols)
     rows = sql.SQL("{} ({})").format(table.ident, collist)
     if src.execute("SELECT EXISTS (SELECT FROM pg_class WHERE oid = to_regclass(%s) AND relkind = 'p')",
-                   (sql.SQL("{}").format(table.ident).as_string(src),)).fetchone()[0]:
+                   (table.regclass(src),)).fetchone()[0]:
         # PostgreSQL refuses `COPY parent TO`: the rows of a partitioned table are read through a query
         rows = sql.SQL("(SELECT {} FROM {})").format(collist, table.ident)
     copied = relay.stream_copy(src, tgt, sql.SQL("COPY {} TO STDOUT (FORMAT {})").format(rows, sql.SQL(form)),
@@ -297,7 +297,7 @@ def estimate_rows(conn: psycopg.Connection, tables: list[TableInfo]) -> int:
         "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c WHERE c.relkind <> 'p' AND c.oid IN "
         "(SELECT r FROM unnest(%(rels)s::regclass[]) r UNION ALL "
         " SELECT t.relid FROM unnest(%(rels)s::regclass[]) r, pg_partition_tree(r) t WHERE t.isleaf)",
-        {"rels": [sql.SQL("{}").format(t.ident).as_string(conn) for t in tables]}).fetchone()[0]
+        {"rels": [t.regclass(conn) for t in tables]}).fetchone()[0]
 
 
 def analyze_table(conn: psycopg.Connection, table: TableInfo) -> None:
@@ -313,7 +313,7 @@ def copy_sequences(src: psycopg.Connection, tgt: psycopg.Connection, seqs: list[
     n = 0
     for s in seqs:
         last, called = src.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(s.ident)).fetchone()
-        tgt.execute("SELECT setval(%s::regclass, %s, %s)", (sql.SQL("{}").format(s.ident).as_string(tgt), last, called))
+        tgt.execute("SELECT setval(%s::regclass, %s, %s)", (s.regclass(tgt), last, called))
         n += 1
     return n
 

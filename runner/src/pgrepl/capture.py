@@ -146,6 +146,10 @@ class TableInfo:
     def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schemaname, self.relname)
 
+    def regclass(self, conn: psycopg.Connection) -> str:
+        """The quoted qualified name, as `::regclass` and to_regclass() read it (a parameter, not SQL text)."""
+        return sql.SQL("{}").format(self.ident).as_string(conn)
+
 
 @dataclass(frozen=True)
 class Capture:
@@ -302,7 +306,7 @@ def table_columns(conn: psycopg.Connection, table: TableInfo) -> dict[str, str]:
     """The columns of TABLE in this database with their types (format_type), in order."""
     rows = conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
                         "to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                        (sql.SQL("{}").format(table.ident).as_string(conn),)).fetchall()
+                        (table.regclass(conn),)).fetchall()
     return dict(rows)
 
 
@@ -368,7 +372,7 @@ def install(conn: psycopg.Connection, table: TableInfo, sync: str, notify: bool 
                 "INSERT INTO pgrepl.capture (schemaname, relname, delta_table, pkey, pktype, keycols, relid) "
                 "VALUES (%s, %s, '', %s, %s, %s, to_regclass(%s)) RETURNING id",
                 (table.schemaname, table.relname, list(table.pkey), list(table.pktype), list(keycols),
-                 sql.SQL("{}").format(table.ident).as_string(conn))).fetchone()[0]
+                 table.regclass(conn))).fetchone()[0]
             cap = Capture(cap_id, table, f"delta_{cap_id}", keycols)
             conn.execute("UPDATE pgrepl.capture SET delta_table = %s WHERE id = %s", (cap.delta_table, cap_id))
             keydefs = sql.SQL(", ").join(
@@ -507,5 +511,5 @@ def triggers_on(conn: psycopg.Connection, table: TableInfo) -> list[str]:
     """Names of pgrepl triggers on a table (for checks and tests)."""
     rows = conn.execute(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname LIKE 'pgrepl%%' ORDER BY 1",
-        (sql.SQL("{}").format(table.ident).as_string(conn),)).fetchall()
+        (table.regclass(conn),)).fetchall()
     return [r[0] for r in rows]

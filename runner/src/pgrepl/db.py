@@ -85,8 +85,8 @@ CLIENT_ENCODING = "UTF8"
 def connect(conninfo: str, application_name: str = "pgrepl", autocommit: bool = True, **kw) -> psycopg.Connection:
     try:
         given = psycopg.conninfo.conninfo_to_dict(conninfo)
-        defaults = {**TCP_SETTINGS, "client_encoding": CLIENT_ENCODING}
-        defaults = {k: v for k, v in defaults.items() if k not in given and k not in kw}
+        defaults = {k: v for k, v in {**TCP_SETTINGS, "client_encoding": CLIENT_ENCODING}.items()
+                    if k not in given and k not in kw}
         return psycopg.connect(conninfo, autocommit=autocommit, application_name=application_name,
                                connect_timeout=kw.pop("connect_timeout", 10), **defaults, **kw)
     except psycopg.OperationalError as e:

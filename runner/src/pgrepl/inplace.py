@@ -47,7 +47,7 @@ class Shape:
 
 def shapes(conn: psycopg.Connection, tables: list[TableInfo]) -> dict[str, Shape]:
     """The Shape of every table of TABLES on CONN, by qualified name, in one round trip."""
-    names = [sql.SQL("{}").format(t.ident).as_string(conn) for t in tables]
+    names = [t.regclass(conn) for t in tables]
     found = {r[0]: r[1:] for r in conn.execute(
         "SELECT n.name, array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attgenerated = ''), "
         "coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a'), '{}'), "

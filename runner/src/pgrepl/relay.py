@@ -137,6 +137,6 @@ def copy_format(src: psycopg.Connection, tgt: psycopg.Connection, table: TableIn
     if src.info.server_version // 10000 != tgt.info.server_version // 10000:
         return "text"
     src.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table.ident))
-    params = {"n": len(cols), "cols": cols, "table": sql.SQL("{}").format(table.ident).as_string(src)}
+    params = {"n": len(cols), "cols": cols, "table": table.regclass(src)}
     types = [conn.execute(_BINARY_TYPES, params).fetchone()[0] for conn in (src, tgt)]
     return "binary" if types[0] is not None and types[0] == types[1] else "text"

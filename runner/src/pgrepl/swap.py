@@ -460,7 +460,7 @@ class SwapRun:
             winner, (value, called) = ((self.a, (va, ca)) if (va, ca) > (vb, cb) else (self.b, (vb, cb)))
             loser = self.b if winner is self.a else self.a
             loser.conn.execute("SELECT setval(%s::regclass, %s, %s)",
-                               (sql.SQL("{}").format(s.ident).as_string(loser.conn), value, called))
+                               (s.regclass(loser.conn), value, called))
 
 
 def _identity(*snapshots: str) -> str:
