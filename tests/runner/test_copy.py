@@ -52,6 +52,15 @@ def copy_format(env, table: str, cols: list[str]) -> str:
         return relay.copy_format(src, tgt, TableInfo("public", table), cols)
 
 
+def declare_database(env, host: str, dbname: str, name: str, encoding: str) -> None:
+    """A new database DBNAME in ENCODING on HOST with ITEMS in it, declared to the catalog as NAME."""
+    with psycopg.connect(env.c[host].conninfo, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {dbname} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    env.c[host].execute(dbname, ITEMS)
+    env.cli("add", "database", dbname, f"name={name}", "host=127.0.0.1", f"port={env.c[host].port}", "user=postgres")
+
+
 def kick_fullcopy(env, table: str) -> str:
     env.add_databases("master", "slave")
     env.cli("add", "table", table, "db=test1_master", "herd=h")
@@ -120,18 +129,12 @@ def test_a_target_database_in_another_encoding_gets_the_same_characters(env):
     client encoding, or the target stores each accented letter as two wrong ones (silently: every byte is a
     LATIN1 character). Both the applied batches (pushdelta) and a full copy."""
     words = ["café", "Größe", "naïve", "plain"]
-    latin1 = env.c["slave"].conninfo
-    with psycopg.connect(latin1, autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS test1_latin1 WITH (FORCE)")
-        c.execute("CREATE DATABASE test1_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-    env.x("master", ITEMS)
-    env.c["slave"].execute("test1_latin1", ITEMS)
+    declare_database(env, "slave", "test1_latin1", "latin1", "LATIN1")
     env.c["slave"].execute("test1_latin1", "CREATE TABLE copied (id int PRIMARY KEY, val text)")
+    env.x("master", ITEMS)
     env.x("master", "CREATE TABLE copied (id int PRIMARY KEY, val text)")
     env.x("master", "INSERT INTO copied SELECT i, w FROM unnest(%s::text[]) WITH ORDINALITY AS u(w, i)", (words,))
     env.add_databases("master")
-    env.cli("add", "database", "test1_latin1", "name=latin1", "host=127.0.0.1", f"port={env.c['slave'].port}",
-            "user=postgres")
     env.cli("add", "table", "items", "db=test1_master", "herd=delta")
     env.cli("add", "table", "copied", "db=test1_master", "herd=whole")
     env.cli("add", "sync", "deltasync", "source=delta", "targetdb=latin1", "type=pushdelta")
@@ -160,14 +163,7 @@ def test_sql_ascii_databases_replicate_utf8_and_refuse_other_bytes(env):
     UTF8 (the runner's sessions' encoding). A LATIN1 "é" (0xe9) fails the run, naming the bytes, and nothing
     wrong is stored."""
     for host in ("master", "slave"):
-        with psycopg.connect(env.c[host].conninfo, autocommit=True) as c:
-            c.execute("DROP DATABASE IF EXISTS test1_ascii WITH (FORCE)")
-            c.execute("CREATE DATABASE test1_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
-                      "TEMPLATE template0")
-        env.c[host].execute("test1_ascii", ITEMS)
-    for host, name in (("master", "ascii_master"), ("slave", "ascii_slave")):
-        env.cli("add", "database", "test1_ascii", f"name={name}", "host=127.0.0.1", f"port={env.c[host].port}",
-                "user=postgres")
+        declare_database(env, host, "test1_ascii", f"ascii_{host}", "SQL_ASCII")
     env.cli("add", "table", "items", "db=ascii_master", "herd=delta")
     env.cli("add", "sync", "deltasync", "source=delta", "targetdb=ascii_slave", "type=pushdelta")
     env.start()
